@@ -1,0 +1,73 @@
+"""The full set of config keys with their defaults.
+
+Every file under `configs/` starts from `base_config()` and changes only what its dataset needs, so
+each key is documented once, here, and every key exists in every config (and so can be overridden
+from the command line as `--config.section.key=value`).
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.model_name = "conad"  # the TF Serving model name under workdir/export/
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "digits"  # digits | textures | tfds | folders | mvtec
+    c.data.normal_class = "0"  # class name (or index as text) that is normal
+    c.data.image_size = 16  # power of two in [16, 256]
+    c.data.channels = 1  # 1 or 3; images are converted to this
+    c.data.batch_size = 32
+    c.data.val_fraction = 0.1  # of the normal training images, held out for the threshold
+    c.data.test_fraction = 0.3  # for sources without an official test split (digits)
+    c.data.split_seed = 0  # fixed apart from `seed`, so data splits do not move with model seeds
+    c.data.cache = True
+    c.data.shuffle_buffer = 10_000
+    c.data.data_dir = ""  # tfds data_dir (prepared data); "" = the tfds default
+    c.data.tfds_name = "cifar10"  # for name=tfds: cifar10 | mnist | fashion_mnist | svhn_cropped
+    c.data.root = ""  # for folders / mvtec
+    c.data.category = ""  # for mvtec
+    c.data.crop = "none"  # none | random | tile: for images larger than image_size
+    c.data.on_bad_file = "error"  # error | skip
+    c.data.max_train = 0  # cap on training images (0 = all); keeps quick runs quick
+
+    c.model = ml_collections.ConfigDict()
+    c.model.hypotheses = 4
+    c.model.latent_dim = 16
+    c.model.base_filters = 32
+    c.model.max_filters = 256
+    c.model.dense_units = 0  # hidden dense layer between conv and latent (0 = none)
+    c.model.logvar_min = -6.0  # the per-pixel log-variance is squashed into [min, max]
+    c.model.logvar_max = 2.0
+    c.model.disc_base_filters = 32
+    c.model.minibatch_std = True  # discriminator batch statistic against collapsed heads
+    c.model.fused_heads = True  # all heads as one convolution (identical maths, faster)
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.wta = "sample"  # sample | pixel: granularity of the winner
+    c.loss.eps = 0.0  # relaxation: the losers share this weight
+    c.loss.kl_weight = 1.0
+    c.loss.adv_weight = 0.1  # 0 disables the discriminator
+    c.loss.adv_hypotheses = "sample"  # sample: one random head per image to D; all: every head
+
+    c.train = ml_collections.ConfigDict()
+    c.train.epochs = 50
+    c.train.g_lr = 1e-3
+    c.train.d_lr = 2e-4
+    c.train.beta_1 = 0.5
+    c.train.clip_norm = 0.0  # gradient-norm clip for G and D (0 = off)
+    c.train.mixed_precision = "none"  # none | bfloat16 | float16
+    c.train.jit_compile = False
+    c.train.deterministic = False
+    c.train.verbose = 2  # keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch
+
+    c.score = ml_collections.ConfigDict()
+    c.score.aggregate = "sum"  # sum | mean | topk
+    c.score.topk_fraction = 0.1
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.every_epochs = 0  # AUROC callback period (0 = off)
+    c.eval.threshold_quantile = 0.99
+    c.eval.report = True  # write figures under workdir/report/
+    return c

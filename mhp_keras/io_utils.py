@@ -1,0 +1,63 @@
+"""Atomic file and directory writes: write to a temporary sibling, then rename into place.
+
+A rename within one filesystem is atomic, so a crash or kill at any moment leaves either the old
+good file or the new complete one, never a half-written file under the real name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, suffix: str = ""):
+    """Yields a temporary path beside `path`; on success renames it over `path`.
+
+    Works for files and for directories (a directory target is replaced whole). On an exception
+    the temporary is removed and `path` is left as it was.
+    """
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", suffix=suffix, dir=parent)
+    os.close(handle)
+    os.remove(tmp)  # the writer creates it (some writers refuse an existing file)
+    try:
+        yield tmp
+        if os.path.isdir(tmp) and os.path.isdir(path):
+            # Directories cannot be renamed over a non-empty one: move the old aside first.
+            old = tmp + ".old"
+            os.rename(path, old)
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_json_atomic(path: str, payload) -> None:
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def _jsonable(value):
+    """numpy scalars and arrays to plain Python for json."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,110 @@
+"""The numerical core of ConAD: Gaussian NLL, KL, winner-takes-all selection and score aggregation.
+
+Pure tensor functions, vectorised over hypotheses (no Python loop over heads), so the training step,
+scoring and the SavedModel signature share one implementation and the tests can check each against
+numpy closed forms.
+
+Shapes: x is [B, h, w, C]; hypothesis means and log-variances are [B, K, h, w, C].
+"""
+
+import math
+
+import tensorflow as tf
+
+LOG_2PI = math.log(2.0 * math.pi)
+WTA_MODES = ("sample", "pixel")
+AGGREGATES = ("sum", "mean", "topk")
+
+
+def gaussian_nll(x, mean, log_var):
+    """Per-pixel NLL of x under each hypothesis' diagonal Gaussian, summed over channels: [B, K, h, w].
+
+    NLL = 0.5 * (log 2pi + log_var + (x - mean)^2 / exp(log_var)), computed in float32 whatever the
+    compute dtype so that mixed precision never changes the loss or the score.
+    """
+    x = tf.cast(x, tf.float32)[:, None]
+    mean = tf.cast(mean, tf.float32)
+    log_var = tf.cast(log_var, tf.float32)
+    per_channel = 0.5 * (LOG_2PI + log_var + tf.square(x - mean) * tf.exp(-log_var))
+    return tf.reduce_sum(per_channel, axis=-1)
+
+
+def kl_to_standard_normal(mu, log_var):
+    """KL(N(mu, exp(log_var)) || N(0, I)) per sample, summed over latent dimensions: [B]."""
+    mu = tf.cast(mu, tf.float32)
+    log_var = tf.cast(log_var, tf.float32)
+    return 0.5 * tf.reduce_sum(tf.square(mu) + tf.exp(log_var) - 1.0 - log_var, axis=-1)
+
+
+def winner_mask(nll, mode="sample", eps=0.0):
+    """The (stop-gradient) WTA weights over hypotheses, shaped like `nll` [B, K, h, w].
+
+    "sample": one winner per image, the head with the lowest summed NLL. "pixel": one winner per
+    pixel. The winner gets weight 1 - eps and the K - 1 losers share eps (with K = 1 the only head
+    gets weight 1). Ties go to the lowest head index.
+    """
+    k = tf.shape(nll)[1]
+    if mode == "sample":
+        per_head = tf.reduce_sum(nll, axis=[2, 3])  # [B, K]
+        one_hot = tf.one_hot(tf.argmin(per_head, axis=1), k, dtype=nll.dtype)[:, :, None, None]
+        one_hot = tf.broadcast_to(one_hot, tf.shape(nll))
+    elif mode == "pixel":
+        one_hot = tf.one_hot(tf.argmin(nll, axis=1), k, axis=1, dtype=nll.dtype)
+    else:
+        raise ValueError(f"loss.wta must be one of {WTA_MODES}, got {mode!r}")
+    k_float = tf.cast(k, nll.dtype)
+    loser_weight = tf.where(k_float > 1, eps / tf.maximum(k_float - 1.0, 1.0), 0.0)
+    winner_weight = tf.where(k_float > 1, 1.0 - eps, 1.0)
+    mask = one_hot * winner_weight + (1.0 - one_hot) * loser_weight
+    return tf.stop_gradient(mask)
+
+
+def wta_loss(nll, mode="sample", eps=0.0):
+    """Per-sample WTA reconstruction loss [B]: the mask-weighted NLL summed over pixels."""
+    mask = winner_mask(nll, mode, eps)
+    return tf.reduce_sum(mask * nll, axis=[1, 2, 3])
+
+
+def winner_index(nll, mode="sample"):
+    """Winning head per image [B] ("sample") or per pixel [B, h, w] ("pixel")."""
+    if mode == "sample":
+        return tf.argmin(tf.reduce_sum(nll, axis=[2, 3]), axis=1, output_type=tf.int32)
+    return tf.argmin(nll, axis=1, output_type=tf.int32)
+
+
+def anomaly_map(nll, mode="sample"):
+    """Per-pixel anomaly map [B, h, w]: the NLL under the winning head (the WTA NLL before summing)."""
+    if mode == "sample":
+        winners = winner_index(nll, "sample")
+        return tf.gather(nll, winners, axis=1, batch_dims=1)
+    if mode == "pixel":
+        return tf.reduce_min(nll, axis=1)
+    raise ValueError(f"wta mode must be one of {WTA_MODES}, got {mode!r}")
+
+
+def best_hypothesis(means, nll, mode="sample"):
+    """The best guess [B, h, w, C]: the winning head's mean, chosen per image or per pixel."""
+    winners = winner_index(nll, mode)
+    if mode == "sample":
+        return tf.gather(means, winners, axis=1, batch_dims=1)
+    one_hot = tf.one_hot(winners, tf.shape(means)[1], axis=1, dtype=means.dtype)[..., None]
+    return tf.reduce_sum(one_hot * means, axis=1)
+
+
+def aggregate_map(amap, method="sum", topk_fraction=0.1):
+    """Image score [B] from an anomaly map [B, h, w]: sum, mean, or the sum of the top fraction.
+
+    "topk" sums the ceil(fraction * h * w) largest pixels (at least one): the paper's top-10% score
+    for small defects, which a sum over the whole image would dilute.
+    """
+    flat = tf.reshape(amap, [tf.shape(amap)[0], -1])
+    if method == "sum":
+        return tf.reduce_sum(flat, axis=1)
+    if method == "mean":
+        return tf.reduce_mean(flat, axis=1)
+    if method == "topk":
+        n = tf.shape(flat)[1]
+        k = tf.cast(tf.math.ceil(tf.cast(n, tf.float64) * topk_fraction), tf.int32)
+        k = tf.clip_by_value(k, 1, n)
+        return tf.reduce_sum(tf.math.top_k(flat, k=k, sorted=False).values, axis=1)
+    raise ValueError(f"score.aggregate must be one of {AGGREGATES}, got {method!r}")

@@ -1,0 +1,54 @@
+"""The multi-hypotheses decoder: z -> H per-pixel Gaussians over the image.
+
+A dense layer and a shared Conv2DTranspose trunk do all the work up to half resolution; only the
+last, cheap layer is per hypothesis, so adding hypotheses costs almost nothing.
+"""
+
+import keras
+
+from mhp_keras.models.layers import HypothesisHeads
+from mhp_keras.models.shapes import BOTTLENECK, num_stages, stage_filters
+
+
+def build_decoder(
+    image_size,
+    channels,
+    latent_dim,
+    hypotheses,
+    base_filters=32,
+    max_filters=256,
+    dense_units=0,
+    logvar_min=-6.0,
+    logvar_max=2.0,
+    fused_heads=True,
+) -> keras.Model:
+    """Outputs (means, log_vars), each [B, hypotheses, image_size, image_size, channels]."""
+    stages = num_stages(image_size)
+    z = keras.Input((latent_dim,), name="z")
+    h = z
+    if dense_units:
+        h = keras.layers.Dense(dense_units, name="dense")(h)
+        h = keras.layers.LeakyReLU(0.2, name="act_dense")(h)
+    top = stage_filters(stages - 1, base_filters, max_filters)
+    h = keras.layers.Dense(BOTTLENECK * BOTTLENECK * top, name="project")(h)
+    h = keras.layers.Reshape((BOTTLENECK, BOTTLENECK, top), name="reshape")(h)
+    h = keras.layers.LeakyReLU(0.2, name="act_project")(h)
+    # Trunk stages go from the bottleneck up to half resolution; the heads do the last doubling.
+    for stage in reversed(range(stages - 1)):
+        h = keras.layers.Conv2DTranspose(
+            stage_filters(stage, base_filters, max_filters),
+            4,
+            strides=2,
+            padding="same",
+            name=f"deconv_{stage}",
+        )(h)
+        h = keras.layers.LeakyReLU(0.2, name=f"act_{stage}")(h)
+    means, log_vars = HypothesisHeads(
+        hypotheses,
+        channels,
+        logvar_min=logvar_min,
+        logvar_max=logvar_max,
+        fused=fused_heads,
+        name="hypotheses",
+    )(h)
+    return keras.Model(z, [means, log_vars], name="decoder")

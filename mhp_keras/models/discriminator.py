@@ -1,0 +1,37 @@
+"""The discriminator: image -> real/fake logit, with a minibatch statistic against collapse."""
+
+import keras
+
+from mhp_keras.models.layers import MinibatchStdDev
+from mhp_keras.models.shapes import num_stages, stage_filters
+
+
+def build_discriminator(
+    image_size, channels, base_filters=32, max_filters=256, minibatch_std=True
+) -> keras.Model:
+    """Stride-2 convolutions to 4x4, the minibatch stddev channel, one more conv, a dense logit.
+
+    No batch normalisation: each call sees a batch from one source only, and batch statistics
+    would let the discriminator tell sources apart by normalisation instead of by content.
+    """
+    image = keras.Input((image_size, image_size, channels), name="image")
+    h = image
+    stages = num_stages(image_size)
+    for stage in range(stages):
+        h = keras.layers.Conv2D(
+            stage_filters(stage, base_filters, max_filters),
+            4,
+            strides=2,
+            padding="same",
+            name=f"conv_{stage}",
+        )(h)
+        h = keras.layers.LeakyReLU(0.2, name=f"act_{stage}")(h)
+    if minibatch_std:
+        h = MinibatchStdDev(name="minibatch_std")(h)
+    h = keras.layers.Conv2D(
+        stage_filters(stages - 1, base_filters, max_filters), 3, padding="same", name="conv_top"
+    )(h)
+    h = keras.layers.LeakyReLU(0.2, name="act_top")(h)
+    h = keras.layers.Flatten(name="flatten")(h)
+    logit = keras.layers.Dense(1, name="logit")(h)
+    return keras.Model(image, logit, name="discriminator")

@@ -1,0 +1,29 @@
+"""The convolutional encoder: image -> (mu, log_var) of q(z|x)."""
+
+import keras
+
+from mhp_keras.models.shapes import num_stages, stage_filters
+
+
+def build_encoder(
+    image_size, channels, latent_dim, base_filters=32, max_filters=256, dense_units=0
+) -> keras.Model:
+    """Stride-2 convolutions from image_size down to 4x4, then dense heads for mu and log_var."""
+    image = keras.Input((image_size, image_size, channels), name="image")
+    h = image
+    for stage in range(num_stages(image_size)):
+        h = keras.layers.Conv2D(
+            stage_filters(stage, base_filters, max_filters),
+            4,
+            strides=2,
+            padding="same",
+            name=f"conv_{stage}",
+        )(h)
+        h = keras.layers.LeakyReLU(0.2, name=f"act_{stage}")(h)
+    h = keras.layers.Flatten(name="flatten")(h)
+    if dense_units:
+        h = keras.layers.Dense(dense_units, name="dense")(h)
+        h = keras.layers.LeakyReLU(0.2, name="act_dense")(h)
+    mu = keras.layers.Dense(latent_dim, name="mu")(h)
+    log_var = keras.layers.Dense(latent_dim, name="log_var")(h)
+    return keras.Model(image, [mu, log_var], name="encoder")
