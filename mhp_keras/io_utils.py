@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -53,7 +54,21 @@ def write_text_atomic(path: str, text: str) -> None:
 
 
 def write_json_atomic(path: str, payload) -> None:
-    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    """Strict JSON (NaN and infinities become null, which every JSON parser accepts)."""
+    text = json.dumps(_finite(payload), indent=2, sort_keys=True, default=_jsonable, allow_nan=False)
+    write_text_atomic(path, text + "\n")
+
+
+def _finite(value):
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, str):
+        return _finite(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _jsonable(value):

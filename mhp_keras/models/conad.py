@@ -206,6 +206,21 @@ class ConAD(keras.Model):
         self.d_optimizer.build(self.discriminator.trainable_variables)
         super().compile(optimizer=self.g_optimizer, **kwargs)
 
+    def get_compile_config(self):
+        if not getattr(self, "compiled", False):
+            return None
+        return {
+            "g_optimizer": keras.saving.serialize_keras_object(self.g_optimizer),
+            "d_optimizer": keras.saving.serialize_keras_object(self.d_optimizer),
+        }
+
+    def compile_from_config(self, config):
+        """Recreates both optimizers on load, so a loaded `.keras` model resumes training."""
+        self.compile(
+            g_optimizer=keras.saving.deserialize_keras_object(config["g_optimizer"]),
+            d_optimizer=keras.saving.deserialize_keras_object(config["d_optimizer"]),
+        )
+
     @property
     def metrics(self):
         return list(self._trackers.values()) + self._win_trackers
@@ -350,7 +365,10 @@ class ConAD(keras.Model):
                 "expected finite pixel values in [0, 1]."
             )
         if images.shape[1:3] != (self.image_size, self.image_size):
-            images = tf.image.resize(images, [self.image_size, self.image_size]).numpy()
+            # The same antialiased resize as the data pipeline and the SavedModel signature.
+            from mhp_keras.data.pipeline import resize_image
+
+            images = resize_image(images, self.image_size).numpy()
         return images
 
     def score(self, images, batch_size=64):

@@ -1,0 +1,49 @@
+"""`--strategy` names to `tf.distribute` strategies, and which worker writes the run's files.
+
+The model and both optimizers must be created inside `strategy.scope()`; the trainer does that.
+Under MultiWorkerMirroredStrategy every worker runs the same program, so only the chief writes
+checkpoints, metrics and exports; the others write their (required) backups to private folders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+
+from mhp_keras.errors import ConfigError
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if not os.environ.get("TF_CONFIG"):
+            raise ConfigError(
+                "--strategy=multi_worker needs the TF_CONFIG environment variable describing the "
+                'cluster, e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+                '"task": {"type": "worker", "index": 0}}; it is not set.'
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ConfigError(f"--strategy={name!r}: expected one of {list(STRATEGIES)}.")
+
+
+def task_info() -> tuple[str, int]:
+    """(task type, index) from TF_CONFIG; ("worker", 0) when there is no cluster."""
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task = config.get("task", {})
+    return task.get("type", "worker"), int(task.get("index", 0))
+
+
+def is_chief() -> bool:
+    """The chief is the "chief" task, or worker 0 in a cluster without one."""
+    task_type, index = task_info()
+    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    if "chief" in cluster:
+        return task_type == "chief"
+    return task_type == "worker" and index == 0

@@ -1,0 +1,240 @@
+"""One experiment end to end: train, pick the threshold, evaluate, export. `train_main.py` is a thin
+flag parser around `run`.
+
+Files in the workdir: `config.json` (the config of the run in it), `model.keras` (the trained model,
+threshold included), `checkpoints/last.keras`, `backup/` (resume state), `logs/` (TensorBoard),
+`metrics.json`, `scores.csv`, `report/` and `export/<model_name>/<version>/` (TF Serving).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from mhp_keras import callbacks as cb
+from mhp_keras import distribute
+from mhp_keras.config_validation import validate_config
+from mhp_keras.data import load_data
+from mhp_keras.data.pipeline import dataset_for_split
+from mhp_keras.errors import UserError
+from mhp_keras.evaluation import choose_threshold, evaluate, images_only
+from mhp_keras.io_utils import atomic_path, write_json_atomic
+from mhp_keras.models import build_conad
+
+MODES = ("train_and_evaluate", "train", "evaluate", "export")
+# Keys that may change between runs in one workdir without making it a different model.
+RESUMABLE_KEYS = ("train.epochs", "train.verbose", "eval", "data.data_dir", "data.root")
+
+
+class TrainingDiverged(UserError):
+    """A loss became NaN or infinite; the last good checkpoint was kept."""
+
+
+def config_dict(config) -> dict:
+    return json.loads(config.to_json_best_effort())
+
+
+def _comparable(config: dict) -> dict:
+    flat = {}
+
+    def walk(prefix, value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}{k}.", v)
+        else:
+            flat[prefix[:-1]] = value
+
+    walk("", config)
+    return {
+        k: v for k, v in flat.items() if not any(k == r or k.startswith(r + ".") for r in RESUMABLE_KEYS)
+    }
+
+
+def prepare_workdir(config, workdir: str, overwrite: bool) -> None:
+    """Refuses to train into a workdir holding a run with another config, unless --overwrite."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            stored = json.load(f)
+        old, new = _comparable(stored), _comparable(config_dict(config))
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if changed and not overwrite:
+            details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:8])
+            raise UserError(
+                f"--workdir={workdir} holds a run with a different config ({details}). Use another "
+                "--workdir, or pass --overwrite to discard that run's checkpoints and start afresh."
+            )
+        if changed:
+            for name in ("backup", "checkpoints", "model.keras"):
+                target = os.path.join(workdir, name)
+                if os.path.isdir(target):
+                    shutil.rmtree(target)
+                elif os.path.exists(target):
+                    os.remove(target)
+    write_json_atomic(path, config_dict(config))
+
+
+def set_up_runtime(config) -> None:
+    """Seeds, op determinism and the mixed-precision policy, before any model is built."""
+    keras.utils.set_random_seed(int(config.seed))
+    if config.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    policy = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+    keras.config.set_dtype_policy(policy[config.train.mixed_precision])
+
+
+def make_optimizers(config):
+    def adam(lr):
+        return keras.optimizers.Adam(lr, beta_1=config.train.beta_1)
+
+    g, d = adam(config.train.g_lr), adam(config.train.d_lr)
+    if config.train.mixed_precision == "float16":
+        # float16 gradients underflow without loss scaling; bfloat16 has float32's range.
+        g, d = keras.optimizers.LossScaleOptimizer(g), keras.optimizers.LossScaleOptimizer(d)
+    return g, d
+
+
+def fit_verbosity(config) -> int:
+    verbose = config.train.verbose
+    if verbose < 0:  # auto: a progress bar on a terminal, one line per epoch in logs
+        return 1 if sys.stdout.isatty() else 2
+    return verbose
+
+
+def build_and_compile(config, strategy):
+    with strategy.scope():
+        model = build_conad(config)
+        g_opt, d_opt = make_optimizers(config)
+        model.compile(g_optimizer=g_opt, d_optimizer=d_opt, jit_compile=config.train.jit_compile)
+    return model
+
+
+def training_callbacks(config, workdir: str, data, chief: bool):
+    """Checkpoint, TensorBoard, backup/restore, divergence guard and the optional AUROC callback."""
+    backup_dir = os.path.join(workdir, "backup")
+    if not chief:  # every worker must back up, but not over the chief's files
+        _, index = distribute.task_info()
+        backup_dir = os.path.join(tempfile.gettempdir(), f"mhp_keras_worker_{index}_backup")
+    guard = cb.DivergenceGuard()
+    callbacks = [
+        guard,
+        cb.AtomicBackupAndRestore(backup_dir, delete_checkpoint=False),
+    ]
+    if chief:
+        callbacks += [
+            cb.AtomicModelCheckpoint(os.path.join(workdir, "checkpoints", "last.keras")),
+            keras.callbacks.TensorBoard(os.path.join(workdir, "logs")),
+        ]
+        if config.eval.every_epochs:
+            from mhp_keras.eval_callback import AUROCCallback
+
+            callbacks.append(
+                AUROCCallback(data, config, os.path.join(workdir, "logs", "eval"))
+            )
+    return callbacks, guard
+
+
+def train(config, data, workdir: str, strategy_name: str = "default"):
+    """Fits a fresh (or resumed) model, sets its threshold and saves `model.keras` atomically."""
+    strategy = distribute.make_strategy(strategy_name)
+    chief = distribute.is_chief() if strategy_name == "multi_worker" else True
+    train_ds = dataset_for_split(data.train, config, training=True)
+    val_ds = images_only(dataset_for_split(data.val, config, training=False)) if len(data.val) else None
+    model = build_and_compile(config, strategy)
+    callbacks, guard = training_callbacks(config, workdir, data, chief)
+    start = time.perf_counter()
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=config.train.epochs,
+        callbacks=callbacks,
+        verbose=fit_verbosity(config),
+        shuffle=False,  # the pipeline shuffles, with the config's seed
+    )
+    seconds = time.perf_counter() - start
+    if guard.diverged:
+        kept = os.path.join(workdir, "checkpoints", "last.keras")
+        raise TrainingDiverged(
+            f"{guard.diverged}. Training stopped; the last good checkpoint is kept at {kept}"
+            " (if any epoch finished). Try a lower train.g_lr/train.d_lr, train.clip_norm > 0, "
+            "or a smaller loss.adv_weight."
+        )
+    threshold, source = choose_threshold(model, data.val, config)
+    model.threshold.assign(threshold)
+    if chief:
+        save_model(model, os.path.join(workdir, "model.keras"))
+    logging.info("Threshold %.6g from %s.", threshold, source)
+    return model, {"train_seconds": seconds, "epochs_run": len(history.epoch)}
+
+
+def save_model(model, path: str) -> None:
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+
+
+def load_trained(workdir: str):
+    path = os.path.join(workdir, "model.keras")
+    if not os.path.exists(path):
+        raise UserError(
+            f"No trained model at {path}: run with --mode=train (or train_and_evaluate) and this "
+            "--workdir first."
+        )
+    return keras.saving.load_model(path)
+
+
+def export(model, config, workdir: str) -> str:
+    from mhp_keras.export import export_saved_model
+
+    return export_saved_model(model, os.path.join(workdir, "export"), model_name=config.model_name)
+
+
+def run(config, workdir: str, mode: str = "train_and_evaluate", strategy: str = "default",
+        overwrite: bool = False) -> dict:
+    """Runs `mode` and returns its summary (the metrics for modes that evaluate)."""
+    if mode not in MODES:
+        raise UserError(f"--mode={mode!r}: expected one of {list(MODES)}.")
+    validate_config(config)
+    set_up_runtime(config)
+    summary: dict = {}
+    if mode == "export":
+        summary["export"] = export(load_trained(workdir), config, workdir)
+        return summary
+    data = load_data(config)
+    timings = {}
+    if mode in ("train", "train_and_evaluate"):
+        prepare_workdir(config, workdir, overwrite)
+        model, train_info = train(config, data, workdir, strategy)
+        timings["train_seconds"] = train_info["train_seconds"]
+        summary["epochs_run"] = train_info["epochs_run"]
+        chief = distribute.is_chief() if strategy == "multi_worker" else True
+        if chief:
+            summary["export"] = export(model, config, workdir)
+    else:
+        model = load_trained(workdir)
+    if mode == "train":
+        return summary
+    start = time.perf_counter()
+    threshold = float(model.threshold.numpy())
+    metrics = evaluate(model, data, config, workdir, threshold=threshold)
+    timings["eval_seconds"] = time.perf_counter() - start
+    metrics.update(summary)
+    metrics.update(
+        normal_class=data.normal_class,
+        n_train=len(data.train),
+        n_val=len(data.val),
+        dataset=config.data.name,
+        timings=timings,
+        config=config_dict(config),
+        versions={"tensorflow": tf.__version__, "keras": keras.__version__},
+    )
+    write_json_atomic(os.path.join(workdir, "metrics.json"), metrics)
+    return metrics

@@ -1,0 +1,42 @@
+"""Shared pytest set-up: quiet TensorFlow, fixed seeds, and a tiny config for fast end-to-end runs."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+
+from mhp_keras.config_defaults import base_config  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(0)
+    yield
+
+
+def make_tiny_config(**overrides):
+    """A digits config small enough that a full train + evaluate takes a few seconds."""
+    c = base_config()
+    c.data.name = "digits"
+    c.data.image_size = 16
+    c.data.channels = 1
+    c.data.batch_size = 32
+    c.data.max_train = 64
+    c.model.hypotheses = 2
+    c.model.latent_dim = 4
+    c.model.base_filters = 8
+    c.model.disc_base_filters = 8
+    c.train.epochs = 2
+    c.train.verbose = 0
+    c.eval.report = False
+    for key, value in overrides.items():
+        section, name = key.split(".")
+        c[section][name] = value
+    return c
+
+
+@pytest.fixture
+def tiny_config():
+    return make_tiny_config

@@ -1,0 +1,107 @@
+"""The numerical core against numpy closed forms: NLL, KL, WTA weights, maps and aggregation."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mhp_keras import losses
+
+
+def _data(b=3, k=4, h=5, w=6, c=2, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((b, h, w, c)).astype(np.float32)
+    mean = rng.random((b, k, h, w, c)).astype(np.float32)
+    log_var = rng.uniform(-3, 1, (b, k, h, w, c)).astype(np.float32)
+    return x, mean, log_var
+
+
+def _np_nll(x, mean, log_var):
+    var = np.exp(log_var.astype(np.float64))
+    diff = x[:, None].astype(np.float64) - mean
+    return (0.5 * np.log(2 * np.pi * var) + diff**2 / (2 * var)).sum(-1)
+
+
+def test_gaussian_nll_matches_closed_form():
+    x, mean, log_var = _data()
+    got = losses.gaussian_nll(x, mean, log_var).numpy()
+    np.testing.assert_allclose(got, _np_nll(x, mean, log_var), rtol=1e-5, atol=1e-5)
+    # A standard normal at its mean: 0.5 * log(2 pi) per channel.
+    zero = losses.gaussian_nll(np.zeros((1, 1, 1, 1)), np.zeros((1, 1, 1, 1, 1)), np.zeros((1, 1, 1, 1, 1)))
+    assert zero.numpy().item() == pytest.approx(0.5 * math.log(2 * math.pi), rel=1e-6)
+
+
+def test_kl_matches_closed_form():
+    rng = np.random.default_rng(1)
+    mu = rng.normal(size=(4, 7)).astype(np.float32)
+    log_var = rng.normal(size=(4, 7)).astype(np.float32)
+    var = np.exp(log_var.astype(np.float64))
+    # KL(N(mu, var) || N(0, 1)) = 0.5 * (var + mu^2 - 1 - log var), summed over dimensions.
+    expected = 0.5 * (var + mu.astype(np.float64) ** 2 - 1 - log_var).sum(-1)
+    np.testing.assert_allclose(losses.kl_to_standard_normal(mu, log_var).numpy(), expected, rtol=1e-5)
+    assert losses.kl_to_standard_normal(np.zeros((1, 3)), np.zeros((1, 3))).numpy().item() == 0.0
+
+
+def test_sample_winner_mask_and_loss():
+    x, mean, log_var = _data()
+    nll = _np_nll(x, mean, log_var)
+    per_head = nll.sum((2, 3))
+    winners = per_head.argmin(1)
+    eps = 0.2
+    mask = losses.winner_mask(tf.constant(nll, tf.float32), "sample", eps).numpy()
+    k = nll.shape[1]
+    for b in range(len(x)):
+        for j in range(k):
+            expected = 1 - eps if j == winners[b] else eps / (k - 1)
+            np.testing.assert_allclose(mask[b, j], expected, rtol=1e-6)
+    loss = losses.wta_loss(tf.constant(nll, tf.float32), "sample", 0.0).numpy()
+    np.testing.assert_allclose(loss, per_head.min(1), rtol=1e-5)
+
+
+def test_pixel_winner_mask_and_loss():
+    x, mean, log_var = _data(seed=3)
+    nll = _np_nll(x, mean, log_var)
+    loss = losses.wta_loss(tf.constant(nll, tf.float32), "pixel", 0.0).numpy()
+    np.testing.assert_allclose(loss, nll.min(1).sum((1, 2)), rtol=1e-5)
+    winners = losses.winner_index(tf.constant(nll, tf.float32), "pixel").numpy()
+    np.testing.assert_array_equal(winners, nll.argmin(1))
+
+
+def test_single_hypothesis_gets_full_weight_even_with_eps():
+    nll = tf.random.uniform((2, 1, 3, 3))
+    np.testing.assert_array_equal(losses.winner_mask(nll, "sample", 0.3).numpy(), 1.0)
+
+
+def test_anomaly_map_and_best_hypothesis():
+    x, mean, log_var = _data(seed=4)
+    nll = _np_nll(x, mean, log_var)
+    winners = nll.sum((2, 3)).argmin(1)
+    amap = losses.anomaly_map(tf.constant(nll, tf.float32), "sample").numpy()
+    np.testing.assert_allclose(amap, nll[np.arange(len(x)), winners], rtol=1e-5)
+    best = losses.best_hypothesis(mean, tf.constant(nll, tf.float32), "sample").numpy()
+    np.testing.assert_array_equal(best, mean[np.arange(len(x)), winners])
+    np.testing.assert_allclose(
+        losses.anomaly_map(tf.constant(nll, tf.float32), "pixel").numpy(), nll.min(1), rtol=1e-5
+    )
+    best_pixel = losses.best_hypothesis(mean, tf.constant(nll, tf.float32), "pixel").numpy()
+    idx = nll.argmin(1)
+    expected = np.take_along_axis(mean, idx[:, None, :, :, None], axis=1)[:, 0]
+    np.testing.assert_array_equal(best_pixel, expected)
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.25, 0.5, 1.0, 0.001])
+def test_topk_aggregation_matches_numpy(fraction):
+    amap = np.random.default_rng(5).random((4, 8, 8)).astype(np.float32)
+    got = losses.aggregate_map(amap, "topk", fraction).numpy()
+    k = max(1, math.ceil(64 * fraction))
+    expected = np.sort(amap.reshape(4, -1), axis=1)[:, -k:].sum(1)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_sum_and_mean_aggregation():
+    amap = np.random.default_rng(6).random((3, 4, 4)).astype(np.float32)
+    np.testing.assert_allclose(losses.aggregate_map(amap, "sum").numpy(), amap.sum((1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(losses.aggregate_map(amap, "mean").numpy(), amap.mean((1, 2)), rtol=1e-5)
+    with pytest.raises(ValueError, match="score.aggregate"):
+        losses.aggregate_map(amap, "median")

@@ -1,0 +1,66 @@
+"""Shapes of every network for several image sizes and channel counts; fused heads = separate heads."""
+
+import keras
+import numpy as np
+import pytest
+
+from mhp_keras.errors import ConfigError
+from mhp_keras.models.decoder import build_decoder
+from mhp_keras.models.discriminator import build_discriminator
+from mhp_keras.models.encoder import build_encoder
+from mhp_keras.models.layers import HypothesisHeads, MinibatchStdDev
+
+SIZES = [(16, 1), (32, 3), (64, 3)]
+
+
+@pytest.mark.parametrize("size,channels", SIZES)
+def test_output_shapes(size, channels):
+    x = np.random.default_rng(0).random((2, size, size, channels)).astype("float32")
+    mu, log_var = build_encoder(size, channels, latent_dim=5, base_filters=8)(x)
+    assert mu.shape == (2, 5) and log_var.shape == (2, 5)
+    means, log_vars = build_decoder(size, channels, 5, hypotheses=3, base_filters=8)(mu)
+    assert means.shape == (2, 3, size, size, channels)
+    assert log_vars.shape == (2, 3, size, size, channels)
+    assert build_discriminator(size, channels, base_filters=8)(x).shape == (2, 1)
+
+
+def test_decoder_ranges():
+    z = np.random.default_rng(1).normal(size=(4, 5)).astype("float32") * 10
+    means, log_vars = build_decoder(16, 1, 5, hypotheses=2, base_filters=8, logvar_min=-4, logvar_max=1)(z)
+    assert np.all((means.numpy() >= 0) & (means.numpy() <= 1))
+    assert np.all((log_vars.numpy() >= -4) & (log_vars.numpy() <= 1))
+
+
+def test_unsupported_image_size_is_a_config_error():
+    with pytest.raises(ConfigError, match="data.image_size=48"):
+        build_encoder(48, 3, 4)
+
+
+def test_fused_heads_equal_separate_heads():
+    features = np.random.default_rng(2).normal(size=(3, 8, 8, 6)).astype("float32")
+    fused = HypothesisHeads(4, 3, fused=True)
+    separate = HypothesisHeads(4, 3, fused=False)
+    fused.build(features.shape)
+    separate.build(features.shape)
+    kernel, bias = fused.convs[0].get_weights()
+    width = 2 * 3
+    for k, conv in enumerate(separate.convs):
+        conv.set_weights([kernel[:, :, k * width : (k + 1) * width], bias[k * width : (k + 1) * width]])
+    for a, b in zip(fused(features), separate(features)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_layers_serialise():
+    heads = HypothesisHeads(3, 1, logvar_min=-5, logvar_max=1, fused=False)
+    clone = HypothesisHeads.from_config(heads.get_config())
+    assert clone.get_config() == heads.get_config()
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(MinibatchStdDev()))
+    assert isinstance(restored, MinibatchStdDev)
+
+
+def test_minibatch_std_channel():
+    x = np.random.default_rng(3).normal(size=(5, 4, 4, 2)).astype("float32")
+    out = MinibatchStdDev()(x).numpy()
+    expected = np.sqrt(x.var(axis=0) + 1e-8).mean()
+    np.testing.assert_allclose(out[..., -1], expected, rtol=1e-5)
+    np.testing.assert_array_equal(out[..., :2], x)

@@ -1,0 +1,63 @@
+"""`train_main.py` end to end on a tiny config, and its handling of user mistakes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = [
+    "--config.data.max_train=64",
+    "--config.model.hypotheses=2",
+    "--config.model.latent_dim=4",
+    "--config.model.base_filters=8",
+    "--config.model.disc_base_filters=8",
+    "--config.train.epochs=2",
+    "--config.train.verbose=0",
+]
+
+
+def run_main(*args, timeout=600):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train_main.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def test_train_and_evaluate_writes_metrics(tmp_path):
+    workdir = tmp_path / "run"
+    result = run_main("--config=configs/digits.py", f"--workdir={workdir}", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "RESULT image_auroc=" in result.stdout
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    assert 0.0 <= metrics["image_auroc"] <= 1.0
+    assert metrics["n_test"] == 539 and metrics["n_anomalous"] == 485
+    assert metrics["config"]["model"]["hypotheses"] == 2
+    assert (workdir / "model.keras").exists()
+    assert (workdir / "checkpoints" / "last.keras").exists()
+    assert (workdir / "scores.csv").read_text().startswith("id,label,score,predicted")
+    assert any((workdir / "logs").iterdir())
+
+
+@pytest.mark.parametrize(
+    "flag,expected",
+    [
+        ("--config.model.hypotheses=0", "model.hypotheses=0"),
+        ("--config.data.image_size=48", "data.image_size=48"),
+        ("--config.score.topk_fraction=1.5", "score.topk_fraction=1.5"),
+        ("--config.data.name=imagenet", "data.name='imagenet'"),
+        ("--config.data.normal_class=12", "data.normal_class='12'"),
+    ],
+)
+def test_bad_config_values_give_a_clear_error(tmp_path, flag, expected):
+    result = run_main(f"--workdir={tmp_path}", *TINY, flag)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
