@@ -17,6 +17,7 @@ setup(
         "keras>=3.10,<4",
         "tensorboard>=2.21",
         "tensorflow-datasets>=4.9",
+        "importlib_resources",  # tfds needs it to download and prepare data
         "numpy>=1.26",
         "scipy>=1.11",
         "scikit-learn>=1.4",

@@ -28,9 +28,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.tfds_name = "cifar10"  # for name=tfds: cifar10 | mnist | fashion_mnist | svhn_cropped
     c.data.root = ""  # for folders / mvtec
     c.data.category = ""  # for mvtec
-    c.data.crop = "none"  # none | random | tile: for images larger than image_size
+    c.data.crop = "none"  # none | random | tile: training crops for images larger than image_size
+    c.data.crop_fraction = 0.5  # crop=random: crop side as a fraction of the image's short side
     c.data.on_bad_file = "error"  # error | skip
     c.data.max_train = 0  # cap on training images (0 = all); keeps quick runs quick
+    c.data.patch_size = 64  # textures: patch side in photo pixels (resized to image_size)
+    c.data.train_patches = 600  # textures: train + validation patches (top 3/4 of the photo)
+    c.data.test_patches = 200  # textures: test patches (bottom 1/4), half with synthetic defects
 
     c.model = ml_collections.ConfigDict()
     c.model.hypotheses = 4

@@ -12,12 +12,13 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 
 import keras
 import tensorflow as tf
 from absl import logging
+
+import mhp_keras
 
 from mhp_keras import callbacks as cb
 from mhp_keras import distribute
@@ -74,7 +75,7 @@ def prepare_workdir(config, workdir: str, overwrite: bool) -> None:
                 "--workdir, or pass --overwrite to discard that run's checkpoints and start afresh."
             )
         if changed:
-            for name in ("backup", "checkpoints", "model.keras"):
+            for name in ("backup", "backup_workers", "checkpoints", "model.keras"):
                 target = os.path.join(workdir, name)
                 if os.path.isdir(target):
                     shutil.rmtree(target)
@@ -123,7 +124,7 @@ def training_callbacks(config, workdir: str, data, chief: bool):
     backup_dir = os.path.join(workdir, "backup")
     if not chief:  # every worker must back up, but not over the chief's files
         _, index = distribute.task_info()
-        backup_dir = os.path.join(tempfile.gettempdir(), f"mhp_keras_worker_{index}_backup")
+        backup_dir = os.path.join(workdir, "backup_workers", f"worker_{index}")
     guard = cb.DivergenceGuard()
     callbacks = [
         guard,
@@ -133,6 +134,7 @@ def training_callbacks(config, workdir: str, data, chief: bool):
         callbacks += [
             cb.AtomicModelCheckpoint(os.path.join(workdir, "checkpoints", "last.keras")),
             keras.callbacks.TensorBoard(os.path.join(workdir, "logs")),
+            keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
         ]
         if config.eval.every_epochs:
             from mhp_keras.eval_callback import AUROCCallback
@@ -173,7 +175,8 @@ def train(config, data, workdir: str, strategy_name: str = "default"):
     if chief:
         save_model(model, os.path.join(workdir, "model.keras"))
     logging.info("Threshold %.6g from %s.", threshold, source)
-    return model, {"train_seconds": seconds, "epochs_run": len(history.epoch)}
+    epochs = {"first": history.epoch[0] if history.epoch else None, "run": len(history.epoch)}
+    return model, {"train_seconds": seconds, "epochs": epochs}
 
 
 def save_model(model, path: str) -> None:
@@ -188,7 +191,7 @@ def load_trained(workdir: str):
             f"No trained model at {path}: run with --mode=train (or train_and_evaluate) and this "
             "--workdir first."
         )
-    return keras.saving.load_model(path)
+    return mhp_keras.load_model(path)
 
 
 def export(model, config, workdir: str) -> str:
@@ -211,13 +214,15 @@ def run(config, workdir: str, mode: str = "train_and_evaluate", strategy: str = 
     data = load_data(config)
     timings = {}
     if mode in ("train", "train_and_evaluate"):
-        prepare_workdir(config, workdir, overwrite)
-        model, train_info = train(config, data, workdir, strategy)
-        timings["train_seconds"] = train_info["train_seconds"]
-        summary["epochs_run"] = train_info["epochs_run"]
         chief = distribute.is_chief() if strategy == "multi_worker" else True
         if chief:
-            summary["export"] = export(model, config, workdir)
+            prepare_workdir(config, workdir, overwrite)
+        model, train_info = train(config, data, workdir, strategy)
+        timings["train_seconds"] = train_info["train_seconds"]
+        summary["epochs"] = train_info["epochs"]
+        if not chief:  # the chief evaluates and writes the run's files
+            return summary
+        summary["export"] = export(model, config, workdir)
     else:
         model = load_trained(workdir)
     if mode == "train":

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from mhp_keras.data.base import ImageSet
+from mhp_keras.errors import ConfigError
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -64,8 +65,8 @@ def resize_mask(mask: tf.Tensor, size: int) -> tf.Tensor:
     return tf.image.resize(mask, [size, size], method="nearest")
 
 
-def _source(images: ImageSet, channels: int, size: int) -> tf.data.Dataset:
-    """Decoded, resized elements before caching."""
+def _source(images: ImageSet, channels: int, size: int, fit=resize_image) -> tf.data.Dataset:
+    """Decoded, resized elements before caching; `fit` sizes the image (see training crops)."""
     n = len(images)
     columns = {
         "label": images.labels.astype(np.int32),
@@ -95,13 +96,91 @@ def _source(images: ImageSet, channels: int, size: int) -> tf.data.Dataset:
         else:
             mask = tf.zeros_like(image[..., :1])
         return {
-            "image": resize_image(image, size),
+            "image": fit(image, size),
             "label": row["label"],
             "mask": resize_mask(mask, size),
             "id": row["id"],
         }
 
     return ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
+
+
+# --- Training crops and tiles (data.crop) -------------------------------------------------------
+# For images larger than image_size. They apply to training batches only: evaluation (val, test,
+# prediction) always scores the whole image resized to image_size, as with data.crop="none".
+#
+# "random": every epoch, each training image contributes one random square crop whose side is
+#   `crop_fraction` (default 0.5) of the image's short side, resized to image_size. Implemented as
+#   an aspect-preserving resize of the short side to image_size / crop_fraction (cached once),
+#   followed by a fresh random image_size x image_size crop per epoch, which gives the same pixels
+#   as cropping first and resizing after, without re-decoding files every epoch.
+# "tile": each training image is cut into non-overlapping image_size x image_size tiles at its
+#   native resolution (a centred grid; the leftover border is dropped), and every tile is one
+#   training example. An image smaller than image_size in either direction is resized whole.
+#
+# Both change the scale the model sees in training relative to the whole-image evaluation (by a
+# factor 1 / crop_fraction for "random"; by short side / image_size for "tile"), so they suit
+# stationary textures and surfaces more than object-centred images.
+
+CROP_MODES = ("none", "random", "tile")
+
+
+def resize_short_side(image: tf.Tensor, side: int) -> tf.Tensor:
+    """Aspect-preserving bilinear resize so the shorter side is `side` pixels."""
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = side / tf.reduce_min(shape)
+    new = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), side)
+    image = tf.image.resize(image, new, method="bilinear", antialias=True)
+    return tf.clip_by_value(image, 0.0, 1.0)
+
+
+def tile_image(image: tf.Tensor, size: int) -> tf.Tensor:
+    """[n, size, size, C] non-overlapping tiles on a centred grid ([1, ...] if too small)."""
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    rows, cols = h // size, w // size
+
+    def tiles():
+        top, left = (h - rows * size) // 2, (w - cols * size) // 2
+        grid = image[top : top + rows * size, left : left + cols * size]
+        grid = tf.reshape(grid, [rows, size, cols, size, -1])
+        return tf.reshape(tf.transpose(grid, [0, 2, 1, 3, 4]), [rows * cols, size, size, -1])
+
+    def whole():
+        return resize_image(image, size)[None]
+
+    return tf.cond(tf.logical_and(rows > 0, cols > 0), tiles, whole)
+
+
+def _training_fit(crop: str, crop_fraction: float):
+    """The per-image sizing used before caching, for a crop mode (see above)."""
+    if crop not in CROP_MODES:
+        raise ConfigError(f"config.data.crop={crop!r}: expected one of {list(CROP_MODES)}.")
+    if crop == "random":
+        if not 0.0 < crop_fraction <= 1.0:
+            raise ConfigError(
+                f"config.data.crop_fraction={crop_fraction!r}: expected a fraction in (0, 1] "
+                "(the side of a random crop relative to the image's short side)."
+            )
+        return lambda image, size: resize_short_side(image, round(size / crop_fraction))
+    if crop == "tile":
+        return tile_image
+    return resize_image
+
+
+def _training_crops(ds: tf.data.Dataset, crop: str, size: int, seed: int) -> tf.data.Dataset:
+    """Cached training images -> examples of [size, size, C] (after `_training_fit`)."""
+    if crop == "tile":
+        return ds.unbatch()
+    if crop == "random":
+        # A fresh random offset per image and epoch, reproducible from `seed`.
+        offsets = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+
+        def crop_one(image, r):
+            shape = tf.stack([size, size, tf.shape(image)[-1]])
+            return tf.image.stateless_random_crop(image, shape, seed=tf.stack([r, seed]))
+
+        return tf.data.Dataset.zip((ds, offsets)).map(crop_one, num_parallel_calls=AUTOTUNE)
+    return ds
 
 
 def make_dataset(
@@ -114,20 +193,30 @@ def make_dataset(
     seed: int = 0,
     cache: bool = True,
     shuffle_buffer: int = 10_000,
+    crop: str = "none",
+    crop_fraction: float = 0.5,
 ) -> tf.data.Dataset:
     """The batched pipeline for one split.
 
     With `training=True` it yields image batches only (what `model.fit` needs), shuffled with
-    `seed` and reshuffled every epoch; otherwise it yields full element dicts in file order.
+    `seed` and reshuffled every epoch, after the training crops or tiles of `crop`; otherwise it
+    yields full element dicts of whole images in file order (`crop` is ignored).
     """
-    ds = _source(images, channels, image_size)
+    fit = _training_fit(crop, crop_fraction) if training else resize_image
+    ds = _source(images, channels, image_size, fit)
     if cache:
         ds = ds.cache()
     if training:
         ds = ds.map(lambda row: row["image"], num_parallel_calls=AUTOTUNE)
-        ds = ds.shuffle(min(shuffle_buffer, len(images)), seed=seed, reshuffle_each_iteration=True)
+        ds = _training_crops(ds, crop, image_size, seed)
+        # Tiles multiply the examples, so their buffer is not capped at the number of images.
+        buffer = shuffle_buffer if crop == "tile" else min(shuffle_buffer, len(images))
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    return ds.prefetch(AUTOTUNE)
+    options = tf.data.Options()
+    # In-memory and path-list sources have no files to shard, so workers split by element.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(AUTOTUNE)
 
 
 def dataset_for_split(images: ImageSet, config, *, training: bool) -> tf.data.Dataset:
@@ -141,4 +230,6 @@ def dataset_for_split(images: ImageSet, config, *, training: bool) -> tf.data.Da
         seed=config.seed,
         cache=config.data.get("cache", True),
         shuffle_buffer=config.data.get("shuffle_buffer", 10_000),
+        crop=config.data.get("crop", "none"),
+        crop_fraction=config.data.get("crop_fraction", 0.5),
     )

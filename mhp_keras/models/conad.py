@@ -32,6 +32,15 @@ from mhp_keras.models.encoder import build_encoder
 from mhp_keras.models.shapes import num_stages
 
 ADV_HYPOTHESES = ("sample", "all")
+RANDOM_PURPOSES = ("posterior", "prior", "heads")
+
+
+def _multi_worker(strategy) -> bool:
+    extended = getattr(strategy, "extended", None)
+    in_multi_worker = getattr(extended, "_in_multi_worker_mode", None)
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and bool(
+        in_multi_worker and in_multi_worker()
+    )
 
 
 def _bce(logits, label):
@@ -85,6 +94,7 @@ class ConAD(keras.Model):
         score_aggregate="sum",
         topk_fraction=0.1,
         clip_norm=0.0,
+        seed=0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -115,6 +125,7 @@ class ConAD(keras.Model):
         self.score_aggregate = score_aggregate
         self.topk_fraction = float(topk_fraction)
         self.clip_norm = float(clip_norm)
+        self.seed = int(seed)
 
         self.encoder = build_encoder(
             image_size, channels, latent_dim, base_filters, max_filters, dense_units
@@ -192,6 +203,7 @@ class ConAD(keras.Model):
             score_aggregate=self.score_aggregate,
             topk_fraction=self.topk_fraction,
             clip_norm=self.clip_norm,
+            seed=self.seed,
         )
         return config
 
@@ -232,18 +244,52 @@ class ConAD(keras.Model):
         mu, _ = self.encoder(images, training=training)
         return self.decoder(mu, training=training)
 
+    def _replica_random(self, kind, shape_tail, sampler):
+        """Random draws for this replica's rows of the *global* batch, from a stateless seed.
+
+        Every replica draws the whole global batch from the same (seed, step, purpose) and keeps
+        its own rows, so training on N replicas sees exactly the noise that one device would, and
+        a run is reproducible from `seed` alone, whatever the op order.
+        """
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context is not None else 1
+        replica = context.replica_id_in_sync_group if context is not None else 0
+        local = shape_tail[0]
+        seed = tf.stack(
+            [
+                tf.constant(self.seed * len(RANDOM_PURPOSES) + RANDOM_PURPOSES.index(kind), tf.int64),
+                tf.cast(self._step_counter(), tf.int64),
+            ]
+        )
+        full = sampler(tf.concat([[local * replicas], shape_tail[1:]], 0), seed)
+        start = tf.cast(replica, tf.int32) * local
+        return full[start : start + local]
+
+    def _step_counter(self):
+        optimizer = getattr(self, "g_optimizer", None)
+        return optimizer.iterations if optimizer is not None else tf.constant(0, tf.int64)
+
     def _pick_fakes(self, means):
         """The fakes D sees from a [B, K, h, w, C] stack: one random head per image, or all heads."""
         if self.adv_hypotheses == "all" or self.hypotheses == 1:
             shape = tf.shape(means)
             return tf.reshape(means, tf.concat([[-1], shape[2:]], axis=0))
-        heads = tf.random.uniform([tf.shape(means)[0]], 0, self.hypotheses, dtype=tf.int32)
+        heads = self._replica_random(
+            "heads",
+            tf.shape(means)[:1],
+            lambda shape, seed: tf.random.stateless_uniform(
+                shape, seed, minval=0, maxval=self.hypotheses, dtype=tf.int32
+            ),
+        )
         return tf.gather(means, heads, axis=1, batch_dims=1)
 
     def _compute_losses(self, images, training):
         """All per-sample losses of one batch, plus what the metrics need."""
         mu, log_var = self.encoder(images, training=training)
-        noise = tf.random.normal(tf.shape(mu), dtype=mu.dtype)
+        noise = self._replica_random(
+            "posterior", tf.shape(mu), lambda shape, seed: tf.random.stateless_normal(shape, seed)
+        )
+        noise = tf.cast(noise, mu.dtype)
         z = mu + tf.exp(0.5 * log_var) * noise
         means, log_vars = self.decoder(z, training=training)
         nll = losses.gaussian_nll(images, means, log_vars)
@@ -259,9 +305,12 @@ class ConAD(keras.Model):
         }
         batch = tf.shape(images)[0]
         if self.adversarial:
-            prior_means, _ = self.decoder(
-                tf.random.normal([batch, self.latent_dim], dtype=mu.dtype), training=training
+            prior_z = self._replica_random(
+                "prior",
+                tf.stack([batch, self.latent_dim]),
+                lambda shape, seed: tf.random.stateless_normal(shape, seed),
             )
+            prior_means, _ = self.decoder(tf.cast(prior_z, mu.dtype), training=training)
             fakes = [
                 self._pick_fakes(prior_means),
                 self._pick_fakes(means),
@@ -298,7 +347,12 @@ class ConAD(keras.Model):
             tracker.update_state(out[name])
         for k, tracker in enumerate(self._win_trackers):
             tracker.update_state(out["win"][:, k])
-        return {m.name: m.result() for m in self.metrics}
+        results = {m.name: m.result() for m in self.metrics}
+        if _multi_worker(tf.distribute.get_strategy()):
+            # Keras reduces logs across workers with reduce(MEAN, axis=0), which fails on scalars
+            # (keras 3.15); a length-1 axis makes that reduction a plain mean over replicas.
+            results = {name: value[None] for name, value in results.items()}
+        return results
 
     @staticmethod
     def _images(data):
@@ -411,4 +465,5 @@ def build_conad(config) -> ConAD:
         score_aggregate=config.score.aggregate,
         topk_fraction=config.score.topk_fraction,
         clip_norm=config.train.clip_norm,
+        seed=config.seed,
     )

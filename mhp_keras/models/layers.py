@@ -60,9 +60,12 @@ class HypothesisHeads(keras.layers.Layer):
         h, w = raw.shape[1], raw.shape[2]
         raw = ops.reshape(raw, (-1, h, w, self.hypotheses, 2 * self.channels))
         raw = ops.transpose(raw, (0, 3, 1, 2, 4))  # [B, H, h, w, 2C]
-        means = ops.sigmoid(raw[..., : self.channels])
+        # A split, not two slices: the gradient of a slice (StridedSliceGrad) scatters into a
+        # zero tensor and took half the heads' training time on CPU; a split's gradient is a concat.
+        raw_means, raw_log_vars = ops.split(raw, 2, axis=-1)
+        means = ops.sigmoid(raw_means)
         span = self.logvar_max - self.logvar_min
-        log_vars = self.logvar_min + span * ops.sigmoid(raw[..., self.channels :])
+        log_vars = self.logvar_min + span * ops.sigmoid(raw_log_vars)
         return means, log_vars
 
     def compute_output_shape(self, input_shape):

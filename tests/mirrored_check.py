@@ -1,0 +1,74 @@
+"""Run in a subprocess by test_distribute.py: trains the same model from the same weights on the same
+data, once on one device and once under MirroredStrategy on two logical CPUs, and prints the
+largest differences in losses and weights as JSON.
+
+Logical devices must be configured before TensorFlow initialises, hence the separate process.
+"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mhp_keras.models import ConAD  # noqa: E402
+
+ARGS = dict(image_size=16, channels=1, hypotheses=3, latent_dim=4, base_filters=8, disc_base_filters=8)
+
+
+def build(strategy, weights, adv_weight):
+    with strategy.scope():
+        model = ConAD(**ARGS, adv_weight=adv_weight, minibatch_std=False, seed=3)
+        model.compile(
+            g_optimizer=keras.optimizers.Adam(1e-3, beta_1=0.5),
+            d_optimizer=keras.optimizers.Adam(1e-3, beta_1=0.5),
+        )
+    if weights is not None:
+        for variable, value in zip(model.trainable_variables, weights):
+            variable.assign(value)
+    return model
+
+
+def train(model, images, steps, batch):
+    ds = tf.data.Dataset.from_tensor_slices(images).batch(batch).take(steps)
+    history = model.fit(ds, epochs=1, verbose=0, shuffle=False)
+    return history.history
+
+
+def main():
+    adv_weight = float(sys.argv[1])
+    keras.utils.set_random_seed(0)
+    images = np.random.default_rng(0).random((32, 16, 16, 1)).astype("float32")
+    single = build(tf.distribute.get_strategy(), None, adv_weight)
+    initial = [v.numpy() for v in single.trainable_variables]
+    mirrored = build(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), initial, adv_weight)
+    a = train(single, images, steps=4, batch=8)
+    b = train(mirrored, images, steps=4, batch=8)
+    after_single = [v.numpy() for v in single.trainable_variables]
+    after_mirrored = [v.numpy() for v in mirrored.trainable_variables]
+    weight_diff = max(float(np.max(np.abs(x - y))) for x, y in zip(after_single, after_mirrored))
+    moved = max(float(np.max(np.abs(x - y))) for x, y in zip(initial, after_single))
+    loss_diff = {k: abs(a[k][-1] - b[k][-1]) for k in ("loss", "recon", "kl", "d_loss")}
+    print(
+        json.dumps(
+            {
+                "replicas": mirrored.distribute_strategy.num_replicas_in_sync,
+                "weight_diff": weight_diff,
+                "weights_moved": moved,
+                "loss_diff": loss_diff,
+                "loss": a["loss"][-1],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Image-file checks shared by the file-based loaders, and the pipeline's decoding of every kind
+of accepted file (grey, RGB, RGBA, 16-bit, mixed sizes) and its training crops and tiles."""
+
+import logging
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mhp_keras.config_defaults import base_config
+from mhp_keras.data.base import ImageSet
+from mhp_keras.data.image_files import (
+    image_problem,
+    list_files,
+    list_image_files,
+    validate_image_files,
+)
+from mhp_keras.data.pipeline import dataset_for_split, make_dataset
+from mhp_keras.errors import ConfigError, DataError
+
+
+def save(path, array, mode=None, **kwargs):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    image = Image.fromarray(array, mode) if mode else Image.fromarray(array)
+    image.save(path, **kwargs)
+    return str(path)
+
+
+def ramp(h, w, channels=0, dtype=np.uint8):
+    top = 255 if dtype == np.uint8 else 65535
+    a = np.linspace(0, top, h * w).reshape(h, w).astype(dtype)
+    return np.repeat(a[..., None], channels, -1) if channels else a
+
+
+def truncated_png(path):
+    save(path, ramp(32, 32, 3))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return str(path)
+
+
+def text_file(path):
+    path.write_text("not an image")
+    return str(path)
+
+
+def gif_file(path):
+    return save(path, ramp(8, 8, 3), format="GIF")
+
+
+@pytest.fixture
+def good_files(tmp_path):
+    """One file of every accepted kind, in mixed sizes."""
+    d = tmp_path / "good"
+    return [
+        save(d / "a_grey.png", ramp(20, 30)),
+        save(d / "b_rgb.PNG", ramp(40, 24, 3)),
+        save(d / "c_rgba.png", np.dstack([ramp(16, 16, 3), np.full((16, 16), 128, np.uint8)])),
+        save(d / "d_16bit.png", ramp(24, 24, dtype=np.uint16)),
+        save(d / "e_rgb.jpg", ramp(33, 17, 3), quality=95),
+        save(d / "f_grey.JPEG", ramp(18, 18)),
+        save(d / "g_rgb.bmp", ramp(12, 40, 3)),
+        save(d / "h_grey.bmp", ramp(16, 16)),
+        save(d / "i_greyalpha.png", np.dstack([ramp(16, 16), ramp(16, 16)]), "LA"),
+    ]
+
+
+def test_listing_is_sorted_case_insensitive_and_skips_hidden(tmp_path):
+    for name in ["b.PNG", "a.jpeg", "c.Bmp", "d.txt", ".DS_Store", "Thumbs.db"]:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    assert [os.path.basename(p) for p in list_files(str(tmp_path))] == [
+        "a.jpeg",
+        "b.PNG",
+        "c.Bmp",
+        "d.txt",
+    ]
+    assert [os.path.basename(p) for p in list_image_files(str(tmp_path))] == [
+        "a.jpeg",
+        "b.PNG",
+        "c.Bmp",
+    ]
+
+
+def test_every_accepted_kind_validates(good_files):
+    assert [image_problem(p) for p in good_files] == [None] * len(good_files)
+    assert validate_image_files(good_files, "error") == good_files
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (truncated_png, "not a readable image"),
+        (text_file, "not a readable image"),
+        (gif_file, "a GIF image"),
+    ],
+    ids=["truncated", "text_as_png", "gif_as_png"],
+)
+def test_bad_content_raises_naming_the_file(tmp_path, make, expected):
+    path = make(tmp_path / "bad.png")
+    with pytest.raises(DataError, match=expected) as err:
+        validate_image_files([path], "error")
+    assert path in str(err.value)
+    assert "on_bad_file=skip" in str(err.value)
+
+
+@pytest.mark.parametrize("make, name", [(gif_file, "picture.gif"), (text_file, "notes.txt")])
+def test_unsupported_extension_raises(tmp_path, make, name):
+    path = make(tmp_path / name)
+    with pytest.raises(DataError, match="unsupported file type") as err:
+        validate_image_files([path], "error")
+    assert path in str(err.value) and ".png" in str(err.value)
+
+
+def test_bmp_variants_tensorflow_cannot_read_are_rejected(tmp_path):
+    one_bit = str(tmp_path / "one_bit.bmp")
+    Image.fromarray(ramp(8, 8) > 128).save(one_bit)
+    palette = str(tmp_path / "palette.bmp")
+    Image.fromarray(ramp(8, 8, 3)).convert("P", palette=Image.Palette.ADAPTIVE).save(palette)
+    for path in (one_bit, palette):
+        assert "re-save it as PNG" in image_problem(path)
+
+
+def test_skip_logs_each_bad_file_and_the_count(tmp_path, good_files, caplog):
+    bad = [truncated_png(tmp_path / "t.png"), text_file(tmp_path / "x.txt")]
+    with caplog.at_level(logging.WARNING):
+        kept = validate_image_files(good_files[:2] + bad, "skip")
+    assert kept == good_files[:2]
+    text = caplog.text
+    assert all(p in text for p in bad)
+    assert "Skipped 2 of 4 image files" in text
+
+
+def test_unknown_on_bad_file_is_a_config_error(good_files):
+    with pytest.raises(ConfigError, match="data.on_bad_file='ignore'"):
+        validate_image_files(good_files, "ignore")
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_pipeline_decodes_all_kinds_to_one_shape(good_files, channels):
+    config = base_config()
+    config.data.image_size = 16
+    config.data.channels = channels
+    config.data.batch_size = 4
+    images = ImageSet(labels=np.zeros(len(good_files)), ids=good_files, paths=good_files)
+    rows = list(dataset_for_split(images, config, training=False).unbatch().as_numpy_iterator())
+    x = np.stack([r["image"] for r in rows])
+    assert x.shape == (len(good_files), 16, 16, channels)
+    assert x.dtype == np.float32 and x.min() >= 0.0 and x.max() <= 1.0
+    # Every file is a ramp from 0 to the maximum: 16-bit scales to [0, 1] like 8-bit.
+    assert np.all(x.reshape(len(x), -1).max(axis=1) > 0.8)
+    assert np.all(x.reshape(len(x), -1).min(axis=1) < 0.2)
+    sixteen = good_files.index(next(p for p in good_files if "16bit" in p))
+    eight = good_files.index(next(p for p in good_files if "h_grey" in p))
+    np.testing.assert_allclose(x[sixteen], x[eight], atol=0.02)
+    assert np.all(np.stack([r["mask"] for r in rows]) == 0)
+
+
+def _train_batches(images, crop, size=8, **kwargs):
+    ds = make_dataset(
+        images,
+        channels=1,
+        image_size=size,
+        batch_size=64,
+        training=True,
+        seed=3,
+        crop=crop,
+        **kwargs,
+    )
+    return [b.numpy() for b in ds]
+
+
+def test_tiles_cover_each_image_on_a_centred_grid():
+    # 2 images: 20x35 -> a 2x4 grid of 8x8 tiles; 5x5 -> too small, resized whole.
+    big = np.arange(20 * 35, dtype=np.float32).reshape(20, 35, 1) / (20 * 35)
+    small = np.full((5, 5, 1), 0.5, np.float32)
+    tiles = []
+    for images in (big[None], small[None]):
+        (batch,) = _train_batches(ImageSet(labels=[0], ids=["a"], images=images), "tile")
+        tiles.append(batch)
+    assert tiles[0].shape == (8, 8, 8, 1) and tiles[1].shape == (1, 8, 8, 1)
+    top, left = (20 - 16) // 2, (35 - 32) // 2
+    expected = {
+        big[top + r * 8 : top + r * 8 + 8, left + c * 8 : left + c * 8 + 8].tobytes()
+        for r in range(2)
+        for c in range(4)
+    }
+    assert {t.tobytes() for t in tiles[0]} == expected
+    np.testing.assert_allclose(tiles[1], 0.5)
+
+
+def test_random_crops_change_every_epoch_and_repeat_with_the_seed():
+    rng = np.random.default_rng(0)
+    images = ImageSet(labels=[0, 0], ids=["a", "b"], images=rng.random((2, 32, 48, 1), np.float32))
+    ds = make_dataset(
+        images, channels=1, image_size=8, batch_size=2, training=True, seed=3, crop="random"
+    )
+    epoch1, epoch2 = (next(iter(ds)).numpy() for _ in range(2))
+    assert epoch1.shape == (2, 8, 8, 1) and epoch1.min() >= 0 and epoch1.max() <= 1
+    assert not np.array_equal(epoch1, epoch2)
+    again = make_dataset(
+        images, channels=1, image_size=8, batch_size=2, training=True, seed=3, crop="random"
+    )
+    np.testing.assert_array_equal(next(iter(again)).numpy(), epoch1)
+
+
+def test_crops_never_apply_to_evaluation_and_bad_modes_raise():
+    images = ImageSet(labels=[0], ids=["a"], images=np.ones((1, 32, 32, 1), np.float32))
+    for crop in ("random", "tile"):
+        ds = make_dataset(images, channels=1, image_size=8, batch_size=4, training=False, crop=crop)
+        assert next(iter(ds))["image"].shape == (1, 8, 8, 1)
+    with pytest.raises(ConfigError, match="data.crop='zoom'"):
+        _train_batches(images, "zoom")
+    with pytest.raises(ConfigError, match="crop_fraction=1.5"):
+        _train_batches(images, "random", crop_fraction=1.5)
