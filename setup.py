@@ -1,12 +1,14 @@
-"""Installs mhp_keras with its runtime dependencies; `pip install -e .[test]` adds the test tools."""
+"""Installs mhp_keras and its runtime dependencies; the `test` extra adds the test tools."""
+
+import pathlib
 
 from setuptools import find_packages, setup
 
 setup(
     name="mhp_keras",
     version="0.1.0",
-    description="Anomaly detection with multiple-hypotheses predictions (ConAD) in TensorFlow/Keras 3",
-    long_description=open("README.md", encoding="utf-8").read(),
+    description="Anomaly detection with multiple-hypotheses predictions (ConAD) in Keras 3",
+    long_description=pathlib.Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["mhp_keras", "mhp_keras.*", "configs"]),

@@ -21,7 +21,9 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(HERE, "configs", "digits.py"), "Experiment config file (configs/*.py)."
 )
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Directory for checkpoints, logs, metrics and exports (default: runs/<config>)."
+    "workdir",
+    None,
+    "Directory for checkpoints, logs, metrics and exports (default: runs/<config>).",
 )
 _MODE = flags.DEFINE_enum(
     "mode",
@@ -45,7 +47,11 @@ def default_workdir() -> str:
 
 
 def summary_line(metrics: dict) -> str:
-    parts = [f"{k}={metrics[k]:.4f}" for k in ("image_auroc", "pixel_auroc", "aupro") if metrics.get(k) is not None]
+    parts = [
+        f"{k}={metrics[k]:.4f}"
+        for k in ("image_auroc", "pixel_auroc", "aupro")
+        if metrics.get(k) is not None
+    ]
     parts += [f"n_test={metrics.get('n_test')}", f"n_anomalous={metrics.get('n_anomalous')}"]
     seconds = metrics.get("timings", {}).get("train_seconds")
     if seconds is not None:
@@ -63,7 +69,9 @@ def main(argv):
         if _MODE.value == "benchmark_classes":
             from mhp_keras.class_benchmark import run_all_classes
 
-            result = run_all_classes(_CONFIG.value, workdir, seeds=_SEEDS.value, strategy=_STRATEGY.value)
+            result = run_all_classes(
+                _CONFIG.value, workdir, seeds=_SEEDS.value, strategy=_STRATEGY.value
+            )
             print(f"RESULT per-class table written to {result['markdown']}")
             return
         from mhp_keras.experiment import run

@@ -113,6 +113,4 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         self.model.load_weights(self._weights_path)
         with h5py.File(self._weights_path, "r") as f:
             self.model._initial_epoch = int(f.attrs[EPOCH_ATTR])
-        logging.info(
-            "Resumed from %s at epoch %d.", self._weights_path, self.model._initial_epoch
-        )
+        logging.info("Resumed from %s at epoch %d.", self._weights_path, self.model._initial_epoch)

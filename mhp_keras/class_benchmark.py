@@ -13,13 +13,22 @@ import keras
 import numpy as np
 
 from mhp_keras.data import load_data
+from mhp_keras.errors import ConfigError
 from mhp_keras.io_utils import write_json_atomic, write_text_atomic
 
 TABLE_METRICS = ("image_auroc", "image_ap", "pixel_auroc", "aupro")
 
 
 def _class_names(config) -> list[str]:
-    return load_data(config).class_names
+    """Every class of the dataset, or the subset named in eval.classes (checked against it)."""
+    names = load_data(config).class_names
+    wanted = [c.strip() for c in str(config.eval.get("classes", "")).split(",") if c.strip()]
+    unknown = [c for c in wanted if c not in names]
+    if unknown:
+        raise ConfigError(
+            f"eval.classes names unknown classes {unknown}: expected some of {names}."
+        )
+    return wanted or names
 
 
 def summarise(per_run: dict[str, list[dict]]) -> list[dict]:
@@ -76,7 +85,9 @@ def run_all_classes(config, workdir: str, seeds: int = 1, strategy: str = "defau
             run_config.seed = int(config.seed) + seed
             keras.backend.clear_session()
             metrics = run(
-                run_config, os.path.join(workdir, f"class_{name}", f"seed_{seed}"), strategy=strategy
+                run_config,
+                os.path.join(workdir, f"class_{name}", f"seed_{seed}"),
+                strategy=strategy,
             )
             per_run.setdefault(name, []).append({k: metrics.get(k) for k in TABLE_METRICS})
     rows = summarise(per_run)

@@ -50,7 +50,9 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.loss = ml_collections.ConfigDict()
     c.loss.wta = "sample"  # sample | pixel: granularity of the winner
-    c.loss.eps = 0.0  # relaxation: the losers share this weight
+    c.loss.eps = (
+        0.05  # relaxation: the losers share this weight (0 = hard WTA; >0 stops dead heads)
+    )
     c.loss.kl_weight = 1.0
     c.loss.adv_weight = 0.1  # 0 disables the discriminator
     c.loss.adv_hypotheses = "sample"  # sample: one random head per image to D; all: every head
@@ -74,4 +76,5 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.every_epochs = 0  # AUROC callback period (0 = off)
     c.eval.threshold_quantile = 0.99
     c.eval.report = True  # write figures under workdir/report/
+    c.eval.classes = ""  # benchmark_classes: comma-separated classes to run ("" = every class)
     return c

@@ -19,7 +19,9 @@ def _check(condition: bool, key: str, value, expected: str) -> None:
 def validate_config(config) -> None:
     from mhp_keras.data.registry import DATASETS
 
-    _check(config.data.name in DATASETS, "data.name", config.data.name, f"one of {sorted(DATASETS)}")
+    _check(
+        config.data.name in DATASETS, "data.name", config.data.name, f"one of {sorted(DATASETS)}"
+    )
     validate_model_args(
         config.model.hypotheses,
         config.model.latent_dim,
@@ -30,7 +32,9 @@ def validate_config(config) -> None:
         config.score.aggregate,
         config.score.topk_fraction,
     )
-    _check(config.data.batch_size >= 1, "data.batch_size", config.data.batch_size, "an integer >= 1")
+    _check(
+        config.data.batch_size >= 1, "data.batch_size", config.data.batch_size, "an integer >= 1"
+    )
     _check(
         0.0 <= config.data.val_fraction < 1.0,
         "data.val_fraction",

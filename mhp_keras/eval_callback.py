@@ -20,7 +20,9 @@ N_IMAGES = 4
 def heat_colour(maps: np.ndarray, low: float, high: float) -> np.ndarray:
     """Maps [N, h, w] onto a black-red-yellow-white ramp with one fixed [low, high] scale."""
     t = np.clip((maps - low) / max(high - low, 1e-12), 0.0, 1.0)[..., None]
-    return np.concatenate([np.clip(3 * t, 0, 1), np.clip(3 * t - 1, 0, 1), np.clip(3 * t - 2, 0, 1)], -1)
+    return np.concatenate(
+        [np.clip(3 * t, 0, 1), np.clip(3 * t - 1, 0, 1), np.clip(3 * t - 2, 0, 1)], -1
+    )
 
 
 class AUROCCallback(keras.callbacks.Callback):
@@ -35,7 +37,11 @@ class AUROCCallback(keras.callbacks.Callback):
         if self.every <= 0 or (epoch + 1) % self.every:
             return
         result = collect(self.model, self.data.test, self.config)
-        values = {"eval_image_auroc": metric_fns.image_metrics(result["labels"], result["scores"])["image_auroc"]}
+        values = {
+            "eval_image_auroc": metric_fns.image_metrics(result["labels"], result["scores"])[
+                "image_auroc"
+            ]
+        }
         if result["masks"] is not None:
             values["eval_pixel_auroc"] = metric_fns.pixel_auroc(result["masks"], result["maps"])
         if logs is not None:
@@ -67,5 +73,7 @@ class AUROCCallback(keras.callbacks.Callback):
         best = out["best_hypothesis"].numpy()
         if best.shape[-1] == 1:
             best = np.repeat(best, 3, axis=-1)
-        tf.summary.image("input_best_heatmap", np.concatenate([images, best, heat], axis=2), max_outputs=n)
+        tf.summary.image(
+            "input_best_heatmap", np.concatenate([images, best, heat], axis=2), max_outputs=n
+        )
         tf.summary.image("hypotheses", strip, max_outputs=n)

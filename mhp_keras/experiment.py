@@ -19,7 +19,6 @@ import tensorflow as tf
 from absl import logging
 
 import mhp_keras
-
 from mhp_keras import callbacks as cb
 from mhp_keras import distribute
 from mhp_keras.config_validation import validate_config
@@ -55,7 +54,9 @@ def _comparable(config: dict) -> dict:
 
     walk("", config)
     return {
-        k: v for k, v in flat.items() if not any(k == r or k.startswith(r + ".") for r in RESUMABLE_KEYS)
+        k: v
+        for k, v in flat.items()
+        if not any(k == r or k.startswith(r + ".") for r in RESUMABLE_KEYS)
     }
 
 
@@ -139,9 +140,7 @@ def training_callbacks(config, workdir: str, data, chief: bool):
         if config.eval.every_epochs:
             from mhp_keras.eval_callback import AUROCCallback
 
-            callbacks.append(
-                AUROCCallback(data, config, os.path.join(workdir, "logs", "eval"))
-            )
+            callbacks.append(AUROCCallback(data, config, os.path.join(workdir, "logs", "eval")))
     return callbacks, guard
 
 
@@ -150,7 +149,9 @@ def train(config, data, workdir: str, strategy_name: str = "default"):
     strategy = distribute.make_strategy(strategy_name)
     chief = distribute.is_chief() if strategy_name == "multi_worker" else True
     train_ds = dataset_for_split(data.train, config, training=True)
-    val_ds = images_only(dataset_for_split(data.val, config, training=False)) if len(data.val) else None
+    val_ds = (
+        images_only(dataset_for_split(data.val, config, training=False)) if len(data.val) else None
+    )
     model = build_and_compile(config, strategy)
     callbacks, guard = training_callbacks(config, workdir, data, chief)
     start = time.perf_counter()
@@ -200,8 +201,13 @@ def export(model, config, workdir: str) -> str:
     return export_saved_model(model, os.path.join(workdir, "export"), model_name=config.model_name)
 
 
-def run(config, workdir: str, mode: str = "train_and_evaluate", strategy: str = "default",
-        overwrite: bool = False) -> dict:
+def run(
+    config,
+    workdir: str,
+    mode: str = "train_and_evaluate",
+    strategy: str = "default",
+    overwrite: bool = False,
+) -> dict:
     """Runs `mode` and returns its summary (the metrics for modes that evaluate)."""
     if mode not in MODES:
         raise UserError(f"--mode={mode!r}: expected one of {list(MODES)}.")

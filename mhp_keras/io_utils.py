@@ -24,7 +24,9 @@ def atomic_path(path: str, suffix: str = ""):
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", suffix=suffix, dir=parent)
+    handle, tmp = tempfile.mkstemp(
+        prefix=f".{os.path.basename(path)}.tmp-", suffix=suffix, dir=parent
+    )
     os.close(handle)
     os.remove(tmp)  # the writer creates it (some writers refuse an existing file)
     try:
@@ -46,16 +48,17 @@ def atomic_path(path: str, suffix: str = ""):
 
 
 def write_text_atomic(path: str, text: str) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_json_atomic(path: str, payload) -> None:
     """Strict JSON (NaN and infinities become null, which every JSON parser accepts)."""
-    text = json.dumps(_finite(payload), indent=2, sort_keys=True, default=_jsonable, allow_nan=False)
+    text = json.dumps(
+        _finite(payload), indent=2, sort_keys=True, default=_jsonable, allow_nan=False
+    )
     write_text_atomic(path, text + "\n")
 
 

@@ -17,7 +17,9 @@ AGGREGATES = ("sum", "mean", "topk")
 
 
 def gaussian_nll(x, mean, log_var):
-    """Per-pixel NLL of x under each hypothesis' diagonal Gaussian, summed over channels: [B, K, h, w].
+    """Per-pixel NLL of x under each hypothesis' diagonal Gaussian, summed over channels.
+
+    Returns [B, K, h, w].
 
     NLL = 0.5 * (log 2pi + log_var + (x - mean)^2 / exp(log_var)), computed in float32 whatever the
     compute dtype so that mixed precision never changes the loss or the score.
@@ -73,7 +75,7 @@ def winner_index(nll, mode="sample"):
 
 
 def anomaly_map(nll, mode="sample"):
-    """Per-pixel anomaly map [B, h, w]: the NLL under the winning head (the WTA NLL before summing)."""
+    """Per-pixel anomaly map [B, h, w]: the NLL under the winning head (WTA NLL before summing)."""
     if mode == "sample":
         winners = winner_index(nll, "sample")
         return tf.gather(nll, winners, axis=1, batch_dims=1)

@@ -210,7 +210,7 @@ def _area_up_to(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
 
 
 def aupro(masks, maps, fpr_limit: float = 0.3, num_thresholds: int | None = None) -> float:
-    """Area under the PRO curve up to `fpr_limit`, divided by `fpr_limit` (MVTec AD, Bergmann et al.).
+    """Area under the PRO curve up to `fpr_limit`, over `fpr_limit` (MVTec AD, Bergmann et al.).
 
     Regions are the 8-connected components of each ground-truth mask; every region counts equally
     whatever its size, which is why AUPRO rewards finding small defects more than pixel AUROC does.

@@ -100,10 +100,10 @@ def _spread(low: float, high: float) -> tuple[float, float]:
 def heatmap_norm(maps, labels=None, pixel_threshold: float | None = None) -> mcolors.Normalize:
     """One pixel-value -> [0, 1] scale for every heatmap of a figure.
 
-    The image threshold is on the image score, not on pixels, so by default the scale comes from the
-    maps themselves: vmin = LOW_PERCENTILE of the maps of normal images (all maps if no label says
-    normal), vmax = HIGH_PERCENTILE of all maps. With a `pixel_threshold` the scale is two-sloped with
-    that value at its midpoint, so the colour change from cold to hot happens exactly there.
+    The image threshold is on the image score, not on pixels, so by default the scale comes from
+    the maps themselves: vmin = LOW_PERCENTILE of the maps of normal images (all maps if no label
+    says normal), vmax = HIGH_PERCENTILE of all maps. With a `pixel_threshold` the scale is
+    two-sloped with that value at its midpoint, so cold turns to hot exactly there.
     """
     maps = np.asarray(maps, dtype=np.float64)
     finite = np.isfinite(maps)
@@ -122,7 +122,7 @@ def heatmap_norm(maps, labels=None, pixel_threshold: float | None = None) -> mco
 
 
 def heatmap_rgb(maps, norm: mcolors.Normalize, cmap: str = HEATMAP_CMAP) -> np.ndarray:
-    """Colours [..., h, w, 3] for maps [..., h, w] under one fixed norm (same value, same colour)."""
+    """Colours [..., h, w, 3] for maps [..., h, w] under a fixed norm: same value, same colour."""
     scaled = np.clip(np.ma.filled(norm(np.asarray(maps, dtype=np.float64)), 0.0), 0.0, 1.0)
     return colormaps[cmap](scaled)[..., :3]
 
@@ -141,7 +141,7 @@ def _resize_nearest(array: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 def overlay(image, heat_rgb, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """Heat colours blended over the grey version of the input (colour inputs would muddy the heat)."""
+    """Heat colours blended over the grey input (a colour input would muddy the heat colours)."""
     grey = _as_rgb(image).mean(axis=-1, keepdims=True)
     heat = _resize_nearest(heat_rgb, grey.shape[0], grey.shape[1])
     return (1.0 - alpha) * grey + alpha * heat

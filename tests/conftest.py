@@ -1,4 +1,4 @@
-"""Shared pytest set-up: quiet TensorFlow, fixed seeds, and a tiny config for fast end-to-end runs."""
+"""Shared pytest set-up: quiet TensorFlow, fixed seeds, a tiny config for fast end-to-end runs."""
 
 import os
 

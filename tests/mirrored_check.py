@@ -1,5 +1,5 @@
-"""Run in a subprocess by test_distribute.py: trains the same model from the same weights on the same
-data, once on one device and once under MirroredStrategy on two logical CPUs, and prints the
+"""Run in a subprocess by test_distribute.py: trains the same model from the same weights on the
+same data, once on one device and once under MirroredStrategy on two logical CPUs, and prints the
 largest differences in losses and weights as JSON.
 
 Logical devices must be configured before TensorFlow initialises, hence the separate process.
@@ -21,7 +21,9 @@ import numpy as np  # noqa: E402
 
 from mhp_keras.models import ConAD  # noqa: E402
 
-ARGS = dict(image_size=16, channels=1, hypotheses=3, latent_dim=4, base_filters=8, disc_base_filters=8)
+ARGS = dict(
+    image_size=16, channels=1, hypotheses=3, latent_dim=4, base_filters=8, disc_base_filters=8
+)
 
 
 def build(strategy, weights, adv_weight):

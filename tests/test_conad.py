@@ -11,7 +11,9 @@ from mhp_keras.models import ConAD
 
 
 def tiny(**kwargs):
-    args = dict(image_size=16, channels=1, hypotheses=4, latent_dim=4, base_filters=8, disc_base_filters=8)
+    args = dict(
+        image_size=16, channels=1, hypotheses=4, latent_dim=4, base_filters=8, disc_base_filters=8
+    )
     args.update(kwargs)
     model = ConAD(**args)
     model.compile()
@@ -77,7 +79,9 @@ def test_paper_variants_train_and_report_all_losses(hypotheses, adv_weight, name
     assert expected <= set(evaluated)
     if adv_weight == 0:
         assert evaluated["d_loss"] == 0.0 and evaluated["g_adv"] == 0.0
-        assert not any(v.trainable and v.path.startswith("discriminator") for v in model.d_optimizer.variables)
+        assert not any(
+            v.trainable and v.path.startswith("discriminator") for v in model.d_optimizer.variables
+        )
     else:
         assert evaluated["d_loss"] > 0.0
     win = sum(history.history[f"win_{k}"][-1] for k in range(hypotheses))
@@ -131,7 +135,9 @@ def test_save_and_load_give_identical_scores(tmp_path):
     assert float(loaded.threshold.numpy()) == 123.5
     assert loaded.get_config() == model.get_config()
     # Both optimizers come back with their state, so training can resume.
-    assert int(loaded.g_optimizer.iterations.numpy()) == int(model.g_optimizer.iterations.numpy()) == 2
+    assert (
+        int(loaded.g_optimizer.iterations.numpy()) == int(model.g_optimizer.iterations.numpy()) == 2
+    )
     assert int(loaded.d_optimizer.iterations.numpy()) == 2
     for a, b in zip(model.d_optimizer.variables, loaded.d_optimizer.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())

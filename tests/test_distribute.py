@@ -70,9 +70,21 @@ def test_multi_worker_training_on_localhost(tmp_path):
     workers = []
     try:
         for index in range(2):
-            env = dict(ENV, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+            env = dict(
+                ENV,
+                TF_CONFIG=json.dumps(
+                    {"cluster": cluster, "task": {"type": "worker", "index": index}}
+                ),
+            )
             workers.append(
-                subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                subprocess.Popen(
+                    args,
+                    env=env,
+                    cwd=ROOT,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
             )
         outputs = [w.communicate(timeout=420) for w in workers]
     finally:
@@ -80,7 +92,7 @@ def test_multi_worker_training_on_localhost(tmp_path):
             if w.poll() is None:
                 w.kill()
                 w.wait()
-    for w, (out, err) in zip(workers, outputs):
+    for w, (_, err) in zip(workers, outputs):
         assert w.returncode == 0, err[-3000:]
     assert (workdir / "model.keras").exists()  # written by the chief only
     assert (workdir / "backup_workers" / "worker_1").exists()

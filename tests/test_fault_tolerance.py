@@ -9,10 +9,10 @@ import sys
 import time
 
 import h5py
-import mhp_keras
 import numpy as np
 import pytest
 
+import mhp_keras
 from mhp_keras.callbacks import EPOCH_ATTR
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,7 +44,9 @@ def test_sigkill_then_resume(tmp_path):
     command = [sys.executable, os.path.join(ROOT, "train_main.py"), f"--workdir={workdir}", *ARGS]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
     backup = workdir / "backup" / "latest.weights.h5"
-    first = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 300
     try:
         while time.time() < deadline and first.poll() is None:

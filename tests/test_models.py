@@ -1,4 +1,4 @@
-"""Shapes of every network for several image sizes and channel counts; fused heads = separate heads."""
+"""Shapes of every network for several image sizes and channel counts; fused = separate heads."""
 
 import keras
 import numpy as np
@@ -26,7 +26,9 @@ def test_output_shapes(size, channels):
 
 def test_decoder_ranges():
     z = np.random.default_rng(1).normal(size=(4, 5)).astype("float32") * 10
-    means, log_vars = build_decoder(16, 1, 5, hypotheses=2, base_filters=8, logvar_min=-4, logvar_max=1)(z)
+    means, log_vars = build_decoder(
+        16, 1, 5, hypotheses=2, base_filters=8, logvar_min=-4, logvar_max=1
+    )(z)
     assert np.all((means.numpy() >= 0) & (means.numpy() <= 1))
     assert np.all((log_vars.numpy() >= -4) & (log_vars.numpy() <= 1))
 
@@ -45,7 +47,9 @@ def test_fused_heads_equal_separate_heads():
     kernel, bias = fused.convs[0].get_weights()
     width = 2 * 3
     for k, conv in enumerate(separate.convs):
-        conv.set_weights([kernel[:, :, k * width : (k + 1) * width], bias[k * width : (k + 1) * width]])
+        conv.set_weights(
+            [kernel[:, :, k * width : (k + 1) * width], bias[k * width : (k + 1) * width]]
+        )
     for a, b in zip(fused(features), separate(features)):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
 
@@ -54,7 +58,9 @@ def test_layers_serialise():
     heads = HypothesisHeads(3, 1, logvar_min=-5, logvar_max=1, fused=False)
     clone = HypothesisHeads.from_config(heads.get_config())
     assert clone.get_config() == heads.get_config()
-    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(MinibatchStdDev()))
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(MinibatchStdDev())
+    )
     assert isinstance(restored, MinibatchStdDev)
 
 

@@ -1,5 +1,5 @@
-"""Nothing lost, clear errors: divergence keeps the last good checkpoint, saves are atomic, a workdir
-refuses a different config, and two runs with one seed give identical metrics."""
+"""Nothing lost, clear errors: divergence keeps the last good checkpoint, saves are atomic, a
+workdir refuses a different config, and two runs with one seed give identical metrics."""
 
 import hashlib
 import json
@@ -20,7 +20,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_model():
-    model = ConAD(image_size=16, channels=1, hypotheses=2, latent_dim=4, base_filters=8, disc_base_filters=8)
+    model = ConAD(
+        image_size=16, channels=1, hypotheses=2, latent_dim=4, base_filters=8, disc_base_filters=8
+    )
     model.compile()
     return model
 
@@ -40,7 +42,9 @@ def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     bad = good.copy()
     bad[9:] = np.nan  # the second batch poisons the loss
     guard = cb.DivergenceGuard()
-    model.fit(bad, epochs=3, batch_size=8, verbose=0, shuffle=False, callbacks=[guard, checkpoint, backup])
+    model.fit(
+        bad, epochs=3, batch_size=8, verbose=0, shuffle=False, callbacks=[guard, checkpoint, backup]
+    )
     assert guard.diverged is not None
     # The backup resumed this fit at epoch 2; its second batch holds the NaN images.
     assert "loss=nan" in guard.diverged and "epoch 2, step 2" in guard.diverged
@@ -77,7 +81,10 @@ def test_atomic_json_and_directories(tmp_path):
     with pytest.raises(RuntimeError), atomic_path(str(folder)) as tmp:
         os.makedirs(tmp)
         raise RuntimeError
-    assert os.listdir(folder) == ["a"] and sorted(os.listdir(tmp_path)) == ["export", "metrics.json"]
+    assert os.listdir(folder) == ["a"] and sorted(os.listdir(tmp_path)) == [
+        "export",
+        "metrics.json",
+    ]
 
 
 def test_workdir_refuses_a_different_config(tiny_config, tmp_path):
@@ -115,7 +122,9 @@ def test_same_seed_gives_identical_metrics(tmp_path):
             "--config.eval.report=False",
         ]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
-        result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         metrics = json.loads((workdir / "metrics.json").read_text())
         metrics.pop("timings")

@@ -38,7 +38,7 @@ def test_train_and_evaluate_writes_metrics(tmp_path):
     assert "RESULT image_auroc=" in result.stdout
     metrics = json.loads((workdir / "metrics.json").read_text())
     assert 0.0 <= metrics["image_auroc"] <= 1.0
-    assert metrics["n_test"] == 539 and metrics["n_anomalous"] == 485
+    assert metrics["n_test"] == 539 and metrics["n_anomalous"] == 486
     assert metrics["config"]["model"]["hypotheses"] == 2
     assert (workdir / "model.keras").exists()
     assert (workdir / "checkpoints" / "last.keras").exists()

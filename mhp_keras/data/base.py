@@ -1,7 +1,8 @@
 """The in-memory description of a one-class dataset, shared by every loader.
 
 Loaders only find and label the images; `mhp_keras.data.pipeline` turns an `ImageSet` into a
-`tf.data` pipeline. Keeping the two apart lets every source (arrays, files, tfds) reuse one pipeline.
+`tf.data` pipeline. Keeping the two apart lets every source (arrays, files, tfds) share one
+pipeline.
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ class OneClassData:
         return self.test.has_masks
 
 
-def split_normal_train(images: ImageSet, val_fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
+def split_normal_train(
+    images: ImageSet, val_fraction: float, seed: int
+) -> tuple[ImageSet, ImageSet]:
     """Split normal training images into train and validation, deterministically for a seed."""
     order = np.random.default_rng(seed).permutation(len(images))
     n_val = int(round(len(images) * val_fraction))

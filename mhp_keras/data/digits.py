@@ -19,7 +19,9 @@ def load_digits(config):
     test_index = []
     for c in np.unique(classes):
         members = np.flatnonzero(classes == c)
-        test_index.extend(rng.choice(members, round(len(members) * config.data.test_fraction), replace=False))
+        test_index.extend(
+            rng.choice(members, round(len(members) * config.data.test_fraction), replace=False)
+        )
     is_test = np.zeros(len(classes), bool)
     is_test[test_index] = True
     ids = [f"digit_{i:04d}" for i in range(len(classes))]

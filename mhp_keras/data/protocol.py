@@ -37,7 +37,9 @@ def one_class_split(
     normal = resolve_normal_class(config.data.normal_class, class_names)
     normal_train = train.subset(np.flatnonzero(train_classes == normal))
     max_train = config.data.get("max_train", 0)
-    normal_train, val = split_normal_train(normal_train, config.data.val_fraction, config.data.split_seed)
+    normal_train, val = split_normal_train(
+        normal_train, config.data.val_fraction, config.data.split_seed
+    )
     if max_train and len(normal_train) > max_train:
         normal_train = normal_train.subset(np.arange(max_train))
     normal_train.labels[:] = 0

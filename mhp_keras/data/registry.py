@@ -20,7 +20,9 @@ def load_data(config) -> OneClassData:
     """The one-class splits for `config.data.name`; a ConfigError lists the valid names."""
     name = config.data.name
     if name not in DATASETS:
-        raise ConfigError(f"data.name={name!r} is not a known dataset: expected one of {sorted(DATASETS)}.")
+        raise ConfigError(
+            f"data.name={name!r} is not a known dataset: expected one of {sorted(DATASETS)}."
+        )
     module_name, function_name = DATASETS[name].split(":")
     loader = getattr(importlib.import_module(module_name), function_name)
     return loader(config)

@@ -63,7 +63,9 @@ def validate_model_args(hypotheses, latent_dim, image_size, channels, wta, eps, 
     if not 0.0 <= float(eps) < 1.0:
         raise ConfigError(f"loss.eps={eps}: expected a value in [0, 1).")
     if aggregate not in losses.AGGREGATES:
-        raise ConfigError(f"score.aggregate={aggregate!r}: expected one of {list(losses.AGGREGATES)}.")
+        raise ConfigError(
+            f"score.aggregate={aggregate!r}: expected one of {list(losses.AGGREGATES)}."
+        )
     if not 0.0 < float(topk) <= 1.0:
         raise ConfigError(f"score.topk_fraction={topk}: expected a fraction in (0, 1].")
 
@@ -165,9 +167,7 @@ class ConAD(keras.Model):
                 "d_acc_fake",
             )
         }
-        self._win_trackers = [
-            keras.metrics.Mean(name=f"win_{k}") for k in range(self.hypotheses)
-        ]
+        self._win_trackers = [keras.metrics.Mean(name=f"win_{k}") for k in range(self.hypotheses)]
         self.built = True
 
     # -- configuration -------------------------------------------------------------------------
@@ -240,7 +240,7 @@ class ConAD(keras.Model):
     # -- forward passes ------------------------------------------------------------------------
 
     def call(self, images, training=False):
-        """Hypothesis means and log-variances decoded from the posterior mean: both [B, K, h, w, C]."""
+        """Hypothesis means and log-variances decoded from the posterior mean, [B, K, h, w, C]."""
         mu, _ = self.encoder(images, training=training)
         return self.decoder(mu, training=training)
 
@@ -257,7 +257,9 @@ class ConAD(keras.Model):
         local = shape_tail[0]
         seed = tf.stack(
             [
-                tf.constant(self.seed * len(RANDOM_PURPOSES) + RANDOM_PURPOSES.index(kind), tf.int64),
+                tf.constant(
+                    self.seed * len(RANDOM_PURPOSES) + RANDOM_PURPOSES.index(kind), tf.int64
+                ),
                 tf.cast(self._step_counter(), tf.int64),
             ]
         )
@@ -270,7 +272,7 @@ class ConAD(keras.Model):
         return optimizer.iterations if optimizer is not None else tf.constant(0, tf.int64)
 
     def _pick_fakes(self, means):
-        """The fakes D sees from a [B, K, h, w, C] stack: one random head per image, or all heads."""
+        """The fakes D sees from a [B, K, h, w, C] stack: one random head per image, or all."""
         if self.adv_hypotheses == "all" or self.hypotheses == 1:
             shape = tf.shape(means)
             return tf.reshape(means, tf.concat([[-1], shape[2:]], axis=0))
@@ -320,13 +322,13 @@ class ConAD(keras.Model):
             fake_logits = [self.discriminator(f, training=training) for f in fakes]
             # Per-sample averages over each source's fakes, so the "all" mode (K fakes an image)
             # weighs the same as "sample".
-            fake_d = [tf.reduce_mean(tf.reshape(_bce(l, 0.0), [batch, -1]), 1) for l in fake_logits]
-            fake_g = [tf.reduce_mean(tf.reshape(_bce(l, 1.0), [batch, -1]), 1) for l in fake_logits]
+            fake_d = [tf.reduce_mean(tf.reshape(_bce(f, 0.0), [batch, -1]), 1) for f in fake_logits]
+            fake_g = [tf.reduce_mean(tf.reshape(_bce(f, 1.0), [batch, -1]), 1) for f in fake_logits]
             out["d_loss"] = _bce(real_logits, 1.0) + tf.add_n(fake_d) / len(fakes)
             out["g_adv"] = tf.add_n(fake_g) / len(fakes)
             out["d_acc_real"] = tf.cast(tf.reshape(real_logits, [-1]) > 0, tf.float32)
             out["d_acc_fake"] = tf.reduce_mean(
-                tf.concat([tf.cast(tf.reshape(l, [-1]) < 0, tf.float32) for l in fake_logits], 0)
+                tf.concat([tf.cast(tf.reshape(f, [-1]) < 0, tf.float32) for f in fake_logits], 0)
             )
         else:
             zeros = tf.zeros([batch], tf.float32)
@@ -405,7 +407,9 @@ class ConAD(keras.Model):
             images = images[..., None]
         expected = f"[N, {self.image_size}, {self.image_size}, {self.channels}]"
         if images.ndim != 4:
-            raise DataError(f"images have shape {images.shape}; expected a batch shaped {expected}.")
+            raise DataError(
+                f"images have shape {images.shape}; expected a batch shaped {expected}."
+            )
         if images.shape[-1] != self.channels:
             raise DataError(
                 f"images have {images.shape[-1]} channels; this model expects {self.channels} "
