@@ -71,6 +71,7 @@ class Mode:
     memory_steps: int = 20
     matmul_sizes: tuple = (1024, 2048)
     matmul_repeats: int = 5
+    concurrent_memory_probe: bool = False
 
 
 MODES = {
@@ -107,6 +108,8 @@ MODES = {
         memory_steps=2,
         matmul_sizes=(128,),
         matmul_repeats=1,
+        hypotheses=(1, MAIN_H),
+        concurrent_memory_probe=True,
     ),
 }
 
@@ -194,8 +197,14 @@ def random_images(n, size, channels, seed=0) -> np.ndarray:
 
 
 def memory_dataset(images: np.ndarray, batch: int) -> tf.data.Dataset:
-    """Batches of tensors already in memory, shaped like the pipeline's ([None, S, S, C])."""
-    return tf.data.Dataset.from_tensor_slices(images).batch(batch).prefetch(tf.data.AUTOTUNE)
+    """Batches of tensors already in memory, shaped like the pipeline's ([None, S, S, C]).
+
+    Nothing to prefetch or tune: with tf.data autotuning on, deleting an iterator can block for
+    up to a second while the autotuner thread wakes up, which would only add noise here.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return tf.data.Dataset.from_tensor_slices(images).batch(batch).with_options(options)
 
 
 class TrainRunner:
@@ -383,13 +392,17 @@ def write_pngs(directory: str, n: int, size: int, channels: int) -> list[str]:
     return paths
 
 
-def timed_epoch(runner: TrainRunner, dataset: tf.data.Dataset, steps: int) -> float:
-    """Seconds for one epoch of `steps` training steps, iterator creation included (as in fit)."""
+def timed_epoch(runner: TrainRunner, dataset: tf.data.Dataset, steps: int) -> tuple[float, float]:
+    """Seconds for one epoch of `steps` training steps with iterator creation (as in fit), and
+    seconds to delete the iterator afterwards (fit drops one per epoch unless data repeats)."""
     start = time.perf_counter()
     iterator = iter(dataset)
     for _ in range(steps):
         runner.step(iterator)
-    return time.perf_counter() - start
+    run_s = time.perf_counter() - start
+    start = time.perf_counter()
+    del iterator
+    return run_s, time.perf_counter() - start
 
 
 def measure_pipeline(runner: TrainRunner, mode: Mode, workdir: str) -> dict:
@@ -412,11 +425,14 @@ def measure_pipeline(runner: TrainRunner, mode: Mode, workdir: str) -> dict:
     )
     in_memory = memory_dataset(random_images(n, model.image_size, model.channels, 4), mode.batch)
     steps = -(-n // mode.batch)
-    first = timed_epoch(runner, piped, steps)  # decodes, resizes and fills the cache
-    piped_s, memory_s = [], []
+    first, _ = timed_epoch(runner, piped, steps)  # decodes, resizes and fills the cache
+    piped_s, memory_s, teardown_s = [], [], []
     for _ in range(mode.pipeline_epochs):
-        memory_s.append(timed_epoch(runner, in_memory, steps))
-        piped_s.append(timed_epoch(runner, piped, steps))
+        memory_s.append(timed_epoch(runner, in_memory, steps)[0])
+        run_s, delete_s = timed_epoch(runner, piped, steps)
+        piped_s.append(run_s)
+        teardown_s.append(delete_s)
+    with_teardown = [a + b for a, b in zip(piped_s, teardown_s, strict=True)]
     return {
         "images": n,
         "steps_per_epoch": steps,
@@ -427,8 +443,11 @@ def measure_pipeline(runner: TrainRunner, mode: Mode, workdir: str) -> dict:
         "pipeline_images_per_s": n / median(piped_s),
         "memory_images_per_s": n / median(memory_s),
         "ratio": paired_ratio(memory_s, piped_s),
+        "iterator_teardown_s": median(teardown_s),
+        "ratio_with_teardown": paired_ratio(memory_s, with_teardown),
         "note": "epochs 2+ after the cache fill, alternating with memory-fed epochs; the first "
-        "(decode + resize + cache) epoch is first_epoch_s",
+        "(decode + resize + cache) epoch is first_epoch_s. ratio counts iterator creation and "
+        "steps; ratio_with_teardown adds deleting the epoch's iterator, as fit does per epoch",
     }
 
 
@@ -460,21 +479,36 @@ def memory_probe(spec_json: str) -> None:
     )
 
 
-def measure_memory(hypotheses, image_size, channels, batch, steps) -> dict:
-    """Peak resident memory of `model.fit` in a fresh process, so nothing else is counted."""
+def start_memory_probe(mode: Mode) -> tuple[subprocess.Popen, dict]:
+    """Starts `memory_probe` for H=8 at the main size in a fresh process, so nothing else counts."""
     spec = dict(
-        hypotheses=hypotheses, image_size=image_size, channels=channels, batch=batch, steps=steps
+        hypotheses=MAIN_H,
+        image_size=mode.image_size,
+        channels=mode.channels,
+        batch=mode.batch,
+        steps=mode.memory_steps,
     )
-    code = f"from mhp_keras.benchmark import memory_probe; memory_probe({json.dumps(json.dumps(spec))})"
+    code = f"from mhp_keras.benchmark import memory_probe; memory_probe({json.dumps(spec)!r})"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"memory probe failed:\n{done.stderr[-3000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return process, spec
+
+
+def finish_memory_probe(probe) -> dict:
+    """The probe's memory figures (MiB) and what it trained."""
+    process, spec = probe
+    stdout, stderr = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"memory probe failed:\n{stderr[-3000:]}")
+    result = json.loads(stdout.strip().splitlines()[-1])
     result.update(spec)
     return result
 
@@ -638,6 +672,8 @@ def run(mode_name: str = "full", output_dir: str = os.path.join("runs", "benchma
         return value
 
     keras.utils.set_random_seed(0)
+    # Only where timings mean nothing (smoke) does the memory probe run alongside the rest.
+    probe = start_memory_probe(mode) if mode.concurrent_memory_probe else None
     results = {"mode": mode.name, "settings": dataclasses.asdict(mode), "machine": machine_info()}
     results["matmul_peak"] = timed(
         "matmul_peak", matmul_peak, mode.matmul_sizes, mode.matmul_repeats
@@ -649,15 +685,7 @@ def run(mode_name: str = "full", output_dir: str = os.path.join("runs", "benchma
     with tempfile.TemporaryDirectory(prefix="mhp_benchmark_") as workdir:
         results["pipeline"] = timed("pipeline", measure_pipeline, main, mode, workdir)
         results["inference"] = timed("inference", measure_inference, main.model, mode, workdir)
-    results["memory"] = timed(
-        "memory",
-        measure_memory,
-        MAIN_H,
-        mode.image_size,
-        mode.channels,
-        mode.batch,
-        mode.memory_steps,
-    )
+    results["memory"] = timed("memory", finish_memory_probe, probe or start_memory_probe(mode))
     results["flops"] = timed("flops", flops_summary, runners, mode, results)
     results["ratios"] = ratios(results)
     results["recommendations"] = recommendations(results)

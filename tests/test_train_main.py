@@ -54,10 +54,18 @@ def test_train_and_evaluate_writes_metrics(tmp_path):
         ("--config.score.topk_fraction=1.5", "score.topk_fraction=1.5"),
         ("--config.data.name=imagenet", "data.name='imagenet'"),
         ("--config.data.normal_class=12", "data.normal_class='12'"),
+        ("--config.model.latent_dim=0", "model.latent_dim=0"),
+        ("--config.data.name=folders --config.data.root=/no/such/dir", "/no/such/dir"),
     ],
 )
 def test_bad_config_values_give_a_clear_error(tmp_path, flag, expected):
-    result = run_main(f"--workdir={tmp_path}", *TINY, flag)
+    result = run_main(f"--workdir={tmp_path}", *TINY, *flag.split())
     assert result.returncode == 2
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_evaluate_without_a_trained_model_says_so(tmp_path):
+    result = run_main(f"--workdir={tmp_path}", *TINY, "--mode=evaluate")
+    assert result.returncode == 2
+    assert "No trained model" in result.stderr and "Traceback" not in result.stderr
