@@ -61,8 +61,8 @@ class Mode:
     big_size: int = 128
     big_batch: int = 64
     warmup: int = 3
-    repeats: int = 5
-    steps: int = 10
+    repeats: int = 30  # rounds of the 32x32 round-robin
+    steps: int = 2  # steps per runner per round: short, so load spikes hit all runners alike
     big_repeats: int = 3
     big_steps: int = 3
     score_images: int = 2048
@@ -80,8 +80,8 @@ MODES = {
         "quick",
         big_batch=16,
         warmup=2,
-        repeats=3,
-        steps=4,
+        repeats=12,
+        steps=1,
         big_repeats=2,
         big_steps=2,
         score_images=512,
@@ -174,10 +174,11 @@ def model_config(hypotheses, image_size, channels, fused=True, mixed="none", jit
 def build_model(config):
     """Builds and compiles a ConAD as `experiment.build_and_compile` does, on one device.
 
-    The dtype policy is global in Keras, so it is set for the build and reset to float32 after:
-    layers keep the policy they were built with. Seeds are set once per run, not here: seeding
+    The dtype policy is global in Keras, so it is set for the build and restored after: layers
+    keep the policy they were built with. Seeds are set once per run, not here: seeding
     clears TF's kernel cache, and every model built so far would re-instantiate its step.
     """
+    previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(POLICIES[config.train.mixed_precision])
     try:
         model = build_conad(config)
@@ -188,7 +189,7 @@ def build_model(config):
             d_opt = keras.optimizers.LossScaleOptimizer(d_opt)
         model.compile(g_optimizer=g_opt, d_optimizer=d_opt, jit_compile=config.train.jit_compile)
     finally:
-        keras.config.set_dtype_policy("float32")
+        keras.config.set_dtype_policy(previous)
     return model
 
 
@@ -257,9 +258,11 @@ def paired_ratio(numerator, denominator) -> float:
 
 
 def train_summary(seconds, batch) -> dict:
+    """Median step time and throughput; the best round too, the least disturbed by other load."""
     step = median(seconds)
     return {
         "step_ms": 1000 * step,
+        "best_step_ms": 1000 * min(seconds),
         "images_per_s": batch / step,
         "rounds_ms": [1000 * s for s in seconds],
     }
@@ -456,8 +459,6 @@ def measure_pipeline(runner: TrainRunner, mode: Mode, workdir: str) -> dict:
 
 def memory_probe(spec_json: str) -> None:
     """Child-process entry point: fits one model and prints its memory use as JSON."""
-    import resource
-
     spec = json.loads(spec_json)
     keras.utils.set_random_seed(0)
     after_import = read_status_mb("VmRSS")
@@ -472,8 +473,9 @@ def memory_probe(spec_json: str) -> None:
                 "rss_after_import_mb": after_import,
                 "rss_after_build_mb": after_build,
                 "rss_end_mb": read_status_mb("VmRSS"),
+                # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across execve, so the child would
+                # report the (much larger) benchmark process it was forked from.
                 "peak_rss_mb": read_status_mb("VmHWM"),
-                "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
             }
         )
     )
@@ -516,20 +518,21 @@ def finish_memory_probe(probe) -> dict:
 # -- mixed precision ----------------------------------------------------------------------------
 
 
-def bfloat16_checks(runner: TrainRunner, mode: Mode) -> dict:
+def bfloat16_checks(runner: TrainRunner) -> dict:
     """Under mixed_bfloat16: compute in bfloat16, variables, NLL and losses in float32, finite."""
     model = runner.model
-    means, log_vars = model.decoder(tf.zeros([2, model.latent_dim]))
-    images = random_images(2, model.image_size, model.channels)
+    images = tf.constant(random_images(2, model.image_size, model.channels))
+    means, log_vars = model(images)
     nll = losses.gaussian_nll(images, means, log_vars)
-    scores, _ = model.score(images)
-    loss = runner.logs["loss"]
+    per_sample = model._compute_losses(images, training=False)  # what train_step reduces
+    scores, _ = model.score(images.numpy())
     return {
         "decoder_output_dtype": means.dtype.name,
-        "variable_dtype": model.trainable_variables[0].dtype,
+        "variable_dtype": str(model.trainable_variables[0].dtype),
         "nll_dtype": nll.dtype.name,
-        "loss_dtype": loss.dtype.name,
-        "loss_finite": bool(np.isfinite(float(loss))),
+        "loss_dtype": per_sample["loss"].dtype.name,
+        "d_loss_dtype": per_sample["d_loss"].dtype.name,
+        "loss_finite": bool(np.isfinite(float(runner.logs["loss"]))),
         "score_finite": bool(np.isfinite(scores).all()),
         "trained_steps": int(model.g_optimizer.iterations.numpy()),
     }
@@ -544,7 +547,7 @@ def try_runner(config, dataset, warmup):
         runner = TrainRunner(build_model(config), dataset)
         runner.warm_up(warmup)
         return runner, None
-    except Exception as e:  # noqa: BLE001 -- reported in the results, not fatal
+    except Exception as e:  # reported in the results, not fatal
         return None, f"{type(e).__name__}: {e}"
 
 
@@ -573,12 +576,8 @@ def build_runners(mode: Mode) -> tuple[dict, dict]:
 def variant_result(name, runners, times, errors, batch) -> dict:
     """A variant's throughput and its speed-up over the default H=8 model (> 1: faster)."""
     if name not in times:
-        return {
-            "supported": False,
-            "error": errors.get(name),
-            "images_per_s": None,
-            "speedup": None,
-        }
+        keys = ("step_ms", "best_step_ms", "images_per_s", "rounds_ms", "first_step_s", "speedup")
+        return {"supported": False, "error": errors.get(name), **dict.fromkeys(keys)}
     return {
         "supported": True,
         **train_summary(times[name], batch),
@@ -619,8 +618,9 @@ def measure_training(mode: Mode) -> tuple[dict, dict]:
         if separate["supported"]
         else None
     )
-    if "bfloat16" in runners:
-        result["bfloat16"]["checks"] = bfloat16_checks(runners["bfloat16"], mode)
+    result["bfloat16"]["checks"] = (
+        bfloat16_checks(runners["bfloat16"]) if "bfloat16" in runners else None
+    )
     return result, runners
 
 
@@ -654,6 +654,8 @@ def recommendations(results) -> dict:
         "mixed_precision": {
             "current": defaults.train.mixed_precision,
             "recommended": "bfloat16" if wins(results["bfloat16"]) else "none",
+            # bfloat16 is only fast with native support (avx512_bf16 / AMX, TPU, recent GPUs).
+            "cpu_bf16": results["machine"]["cpu_bf16"],
         },
         "jit_compile": {"current": defaults.train.jit_compile, "recommended": wins(results["xla"])},
     }
@@ -746,7 +748,7 @@ def markdown_rows(r: dict) -> list[tuple[str, str, str]]:
         (
             f"train {s}x{c}, H={h}, batch {t['batch']}",
             _fmt(v["images_per_s"], ".0f", " img/s"),
-            f"{v['step_ms']:.0f} ms/step",
+            f"{v['step_ms']:.0f} ms/step (best {v['best_step_ms']:.0f})",
         )
         for h, v in t["by_hypotheses"].items()
     ]
@@ -773,6 +775,8 @@ def markdown_rows(r: dict) -> list[tuple[str, str, str]]:
             "pipeline / in-memory training (epochs 2+)",
             _fmt(ratios["pipeline_over_memory"], ".3f"),
             f"target >= {TARGET_PIPELINE}: {_verdict(ratios['pipeline_over_memory_ok'])}; "
+            f"{r['pipeline']['ratio_with_teardown']:.3f} counting the "
+            f"{r['pipeline']['iterator_teardown_s']:.2f} s iterator teardown per epoch; "
             f"first epoch (cache fill) {r['pipeline']['first_epoch_s']:.2f} s",
         ),
         (
@@ -825,7 +829,8 @@ def to_markdown(r: dict) -> str:
         "",
         f"{m['cpu_count']} CPUs, {m['platform']}, TF {m['tensorflow']}, Keras {m['keras']}; "
         f"load average {m['load_average_start'][0]:.2f} at start, "
-        f"{m['load_average_end'][0]:.2f} at end; {r['elapsed_s']:.0f} s.",
+        f"{m['load_average_end'][0]:.2f} at end; {r['elapsed_s']:.0f} s. Throughputs are medians "
+        "over rounds; ratios are medians of per-round ratios, measured interleaved in one run.",
         "",
         "| measurement | value | note |",
         "|---|---|---|",

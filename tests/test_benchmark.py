@@ -1,7 +1,7 @@
 """`mhp_keras.benchmark` end to end in its test-only "smoke" mode: every measurement runs once, at
 tiny sizes, and the report has every key. No test looks at a time: on a shared CI machine they mean
-nothing. Marked slow: on 2 shared cores building and tracing the eight small models it times
-takes 30-40 s."""
+nothing. About 25 s on 2 idle cores (building and tracing five small models dominates), so it is
+not marked slow."""
 
 import json
 import math
@@ -10,9 +10,7 @@ import pytest
 
 from mhp_keras import benchmark
 
-pytestmark = pytest.mark.slow
-
-TRAIN_KEYS = {"step_ms", "images_per_s", "rounds_ms", "first_step_s"}
+TRAIN_KEYS = {"step_ms", "best_step_ms", "images_per_s", "rounds_ms", "first_step_s"}
 EXPECTED = {
     "mode": None,
     "settings": None,
@@ -73,7 +71,6 @@ EXPECTED = {
         "rss_after_build_mb",
         "rss_end_mb",
         "peak_rss_mb",
-        "ru_maxrss_mb",
         "hypotheses",
         "image_size",
         "channels",
@@ -120,7 +117,7 @@ def test_json_has_every_key(smoke):
     mode = benchmark.MODES["smoke"]
     assert set(stored["train"]["by_hypotheses"]) == {str(h) for h in mode.hypotheses}
     for entry in stored["train"]["by_hypotheses"].values():
-        assert TRAIN_KEYS <= set(entry)
+        assert set(entry) >= TRAIN_KEYS
     for entry in stored["flops"]["per_image"].values():
         assert set(entry) == {
             "forward",
@@ -145,7 +142,8 @@ def test_measurements_are_sane(smoke):
     if results["bfloat16"]["supported"]:
         checks = results["bfloat16"]["checks"]
         assert checks["decoder_output_dtype"] == "bfloat16"
-        assert checks["nll_dtype"] == checks["loss_dtype"] == "float32"
+        assert checks["nll_dtype"] == checks["loss_dtype"] == checks["d_loss_dtype"] == "float32"
+        assert checks["variable_dtype"] == "float32"
         assert checks["loss_finite"] and checks["score_finite"]
     # The global dtype policy is restored after the bfloat16 model is built.
     import keras

@@ -1,15 +1,12 @@
 """`--mode=benchmark_classes`: every class in turn, N seeds, a per-class table with mean and std."""
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
+from cli_helpers import ENV, ROOT, tiny_flags, train_main_command
 
 from mhp_keras.class_benchmark import summarise, to_markdown
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_summary_table_mean_and_std():
@@ -28,24 +25,14 @@ def test_summary_table_mean_and_std():
 
 @pytest.mark.slow
 def test_benchmark_classes_mode_writes_tables(tmp_path):
-    command = [
-        sys.executable,
-        os.path.join(ROOT, "train_main.py"),
+    command = train_main_command(
         "--mode=benchmark_classes",
         "--seeds=2",
         f"--workdir={tmp_path}",
         "--config.eval.classes=0,7",
-        "--config.data.max_train=48",
-        "--config.model.hypotheses=2",
-        "--config.model.latent_dim=4",
-        "--config.model.base_filters=8",
-        "--config.model.disc_base_filters=8",
-        "--config.train.epochs=1",
-        "--config.train.verbose=0",
-        "--config.eval.report=False",
-    ]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
-    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        *tiny_flags(epochs=1, max_train=48),
+    )
+    result = subprocess.run(command, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     table = (tmp_path / "classes.md").read_text()
     assert "| 0 |" in table and "| 7 |" in table and "**mean**" in table

@@ -8,13 +8,12 @@ import subprocess
 import sys
 
 import pytest
+from cli_helpers import ENV, ROOT, tiny_flags, train_main_command
 
 from mhp_keras import distribute
 from mhp_keras.errors import ConfigError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
 
 
 @pytest.mark.parametrize("adv_weight", ["0", "0.1"])
@@ -52,21 +51,13 @@ def test_multi_worker_training_on_localhost(tmp_path):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     workdir = tmp_path / "run"
-    args = [
-        sys.executable,
-        os.path.join(ROOT, "train_main.py"),
+    args = train_main_command(
         "--strategy=multi_worker",
         f"--workdir={workdir}",
         "--mode=train",
-        "--config.data.max_train=32",
         "--config.data.batch_size=16",
-        "--config.model.hypotheses=2",
-        "--config.model.latent_dim=4",
-        "--config.model.base_filters=8",
-        "--config.model.disc_base_filters=8",
-        "--config.train.epochs=2",
-        "--config.train.verbose=0",
-    ]
+        *tiny_flags(max_train=32),
+    )
     workers = []
     try:
         for index in range(2):

@@ -2,32 +2,20 @@
 repeated, both optimizers restored, and the final metrics are sane."""
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 
 import h5py
 import numpy as np
 import pytest
+from cli_helpers import ENV, ROOT, tiny_flags, train_main_command
 
 import mhp_keras
 from mhp_keras.callbacks import EPOCH_ATTR
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS = 40
-ARGS = [
-    "--config.data.max_train=64",
-    "--config.data.batch_size=16",
-    "--config.model.hypotheses=2",
-    "--config.model.latent_dim=4",
-    "--config.model.base_filters=8",
-    "--config.model.disc_base_filters=8",
-    f"--config.train.epochs={EPOCHS}",
-    "--config.train.verbose=0",
-    "--config.eval.report=False",
-]
+ARGS = ["--config.data.batch_size=16", *tiny_flags(epochs=EPOCHS)]
 
 
 def _backup_epoch(path):
@@ -41,11 +29,10 @@ def _backup_epoch(path):
 @pytest.mark.slow
 def test_sigkill_then_resume(tmp_path):
     workdir = tmp_path / "run"
-    command = [sys.executable, os.path.join(ROOT, "train_main.py"), f"--workdir={workdir}", *ARGS]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+    command = train_main_command(f"--workdir={workdir}", *ARGS)
     backup = workdir / "backup" / "latest.weights.h5"
     first = subprocess.Popen(
-        command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        command, env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     deadline = time.time() + 300
     try:
@@ -64,7 +51,7 @@ def test_sigkill_then_resume(tmp_path):
     assert saved_epoch is not None and 2 <= saved_epoch < EPOCHS
     assert not (workdir / "metrics.json").exists()
 
-    second = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    second = subprocess.run(command, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     metrics = json.loads((workdir / "metrics.json").read_text())
     # Resumed exactly after the last completed epoch: none lost, none repeated.

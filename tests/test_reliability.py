@@ -5,18 +5,16 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
+from cli_helpers import ENV, ROOT, tiny_flags, train_main_command
 
 from mhp_keras import callbacks as cb
 from mhp_keras.errors import UserError
 from mhp_keras.experiment import prepare_workdir, save_model
 from mhp_keras.io_utils import atomic_path, write_json_atomic
 from mhp_keras.models import ConAD
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_model():
@@ -106,24 +104,14 @@ def test_workdir_refuses_a_different_config(tiny_config, tmp_path):
 def test_same_seed_gives_identical_metrics(tmp_path):
     def run(name):
         workdir = tmp_path / name
-        command = [
-            sys.executable,
-            os.path.join(ROOT, "train_main.py"),
+        command = train_main_command(
             f"--workdir={workdir}",
             "--config.seed=7",
             "--config.train.deterministic=True",
-            "--config.data.max_train=48",
-            "--config.model.hypotheses=2",
-            "--config.model.latent_dim=4",
-            "--config.model.base_filters=8",
-            "--config.model.disc_base_filters=8",
-            "--config.train.epochs=2",
-            "--config.train.verbose=0",
-            "--config.eval.report=False",
-        ]
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+            *tiny_flags(max_train=48),
+        )
         result = subprocess.run(
-            command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
+            command, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600
         )
         assert result.returncode == 0, result.stderr[-3000:]
         metrics = json.loads((workdir / "metrics.json").read_text())

@@ -3,30 +3,20 @@
 import json
 import os
 import subprocess
-import sys
 
 import pytest
+from cli_helpers import ENV, ROOT, tiny_flags, train_main_command
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = [
-    "--config.data.max_train=64",
-    "--config.model.hypotheses=2",
-    "--config.model.latent_dim=4",
-    "--config.model.base_filters=8",
-    "--config.model.disc_base_filters=8",
-    "--config.train.epochs=2",
-    "--config.train.verbose=0",
-]
+TINY = tiny_flags(report=True)
 
 
 def run_main(*args, timeout=600):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
     return subprocess.run(
-        [sys.executable, os.path.join(ROOT, "train_main.py"), *args],
+        train_main_command(*args),
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=env,
+        env=ENV,
         cwd=ROOT,
     )
 
@@ -44,6 +34,7 @@ def test_train_and_evaluate_writes_metrics(tmp_path):
     assert (workdir / "checkpoints" / "last.keras").exists()
     assert (workdir / "scores.csv").read_text().startswith("id,label,score,predicted")
     assert any((workdir / "logs").iterdir())
+    assert {"roc.png", "histogram.png", "examples.png"} <= set(os.listdir(workdir / "report"))
 
 
 @pytest.mark.parametrize(

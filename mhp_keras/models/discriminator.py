@@ -2,6 +2,7 @@
 
 import keras
 
+from mhp_keras.models.blocks import downsampling_stack
 from mhp_keras.models.layers import MinibatchStdDev
 from mhp_keras.models.shapes import num_stages, stage_filters
 
@@ -15,17 +16,8 @@ def build_discriminator(
     would let the discriminator tell sources apart by normalisation instead of by content.
     """
     image = keras.Input((image_size, image_size, channels), name="image")
-    h = image
+    h = downsampling_stack(image, image_size, base_filters, max_filters)
     stages = num_stages(image_size)
-    for stage in range(stages):
-        h = keras.layers.Conv2D(
-            stage_filters(stage, base_filters, max_filters),
-            4,
-            strides=2,
-            padding="same",
-            name=f"conv_{stage}",
-        )(h)
-        h = keras.layers.LeakyReLU(0.2, name=f"act_{stage}")(h)
     if minibatch_std:
         h = MinibatchStdDev(name="minibatch_std")(h)
     h = keras.layers.Conv2D(

@@ -2,7 +2,7 @@
 
 import keras
 
-from mhp_keras.models.shapes import num_stages, stage_filters
+from mhp_keras.models.blocks import downsampling_stack
 
 
 def build_encoder(
@@ -10,16 +10,7 @@ def build_encoder(
 ) -> keras.Model:
     """Stride-2 convolutions from image_size down to 4x4, then dense heads for mu and log_var."""
     image = keras.Input((image_size, image_size, channels), name="image")
-    h = image
-    for stage in range(num_stages(image_size)):
-        h = keras.layers.Conv2D(
-            stage_filters(stage, base_filters, max_filters),
-            4,
-            strides=2,
-            padding="same",
-            name=f"conv_{stage}",
-        )(h)
-        h = keras.layers.LeakyReLU(0.2, name=f"act_{stage}")(h)
+    h = downsampling_stack(image, image_size, base_filters, max_filters)
     h = keras.layers.Flatten(name="flatten")(h)
     if dense_units:
         h = keras.layers.Dense(dense_units, name="dense")(h)

@@ -1,0 +1,23 @@
+"""The stride-2 convolution stack shared by the encoder and the discriminator.
+
+Both networks read an image the same way, from full resolution down to the 4x4 bottleneck; one
+definition keeps their architectures from drifting apart.
+"""
+
+import keras
+
+from mhp_keras.models.shapes import num_stages, stage_filters
+
+
+def downsampling_stack(h, image_size: int, base_filters: int, max_filters: int):
+    """Conv(4x4, stride 2) + LeakyReLU(0.2) per stage, from image_size down to 4x4."""
+    for stage in range(num_stages(image_size)):
+        h = keras.layers.Conv2D(
+            stage_filters(stage, base_filters, max_filters),
+            4,
+            strides=2,
+            padding="same",
+            name=f"conv_{stage}",
+        )(h)
+        h = keras.layers.LeakyReLU(0.2, name=f"act_{stage}")(h)
+    return h
