@@ -16,8 +16,11 @@ alike; a time is the median over rounds, and ratios are medians of per-round rat
 from TF's flop registry (the one `tf.compat.v1.profiler`'s float_operation uses) summed over the
 ops of a concrete-function graph that the step really executes (the static graph also holds the
 second gradient tape's unused gradients, which TF prunes). The matmul peak is the best
-float32 `tf.matmul` rate measured in the same run. Peak memory is VmHWM of a separate process
-that runs `model.fit`. `--quick` trades precision for a run of under 3 minutes on 2 cores.
+float32 `tf.matmul` rate measured at the start and the end of the same run. The pipeline is
+compared with in-memory data over whole epochs after the cache-filling first one, and the time
+to delete each epoch's iterator (which fit also pays, once per epoch) is reported apart. Peak
+memory is VmHWM of a separate process that runs `model.fit`. `--quick` trades precision for a
+run of under 3 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -88,7 +91,6 @@ MODES = {
         pipeline_images=512,
         pipeline_epochs=3,
         memory_steps=5,
-        matmul_repeats=3,
     ),
     # Test-only: every code path once, at sizes where the numbers mean nothing.
     "smoke": Mode(
@@ -677,9 +679,7 @@ def run(mode_name: str = "full", output_dir: str = os.path.join("runs", "benchma
     # Only where timings mean nothing (smoke) does the memory probe run alongside the rest.
     probe = start_memory_probe(mode) if mode.concurrent_memory_probe else None
     results = {"mode": mode.name, "settings": dataclasses.asdict(mode), "machine": machine_info()}
-    results["matmul_peak"] = timed(
-        "matmul_peak", matmul_peak, mode.matmul_sizes, mode.matmul_repeats
-    )
+    peak_start = timed("matmul_peak", matmul_peak, mode.matmul_sizes, mode.matmul_repeats)
     training, runners = timed("train", measure_training, mode)
     results.update(training)
     results["train_big"] = timed("train_big", measure_big, mode)
@@ -688,6 +688,13 @@ def run(mode_name: str = "full", output_dir: str = os.path.join("runs", "benchma
         results["pipeline"] = timed("pipeline", measure_pipeline, main, mode, workdir)
         results["inference"] = timed("inference", measure_inference, main.model, mode, workdir)
     results["memory"] = timed("memory", finish_memory_probe, probe or start_memory_probe(mode))
+    # The peak is measured at both ends of the run and the better kept: other load only lowers it.
+    peak_end = timed("matmul_peak_end", matmul_peak, mode.matmul_sizes, mode.matmul_repeats)
+    results["matmul_peak"] = max(peak_start, peak_end, key=lambda p: p["flops_per_s"])
+    results["matmul_peak"]["start_and_end_flops_per_s"] = [
+        peak_start["flops_per_s"],
+        peak_end["flops_per_s"],
+    ]
     results["flops"] = timed("flops", flops_summary, runners, mode, results)
     results["ratios"] = ratios(results)
     results["recommendations"] = recommendations(results)
@@ -852,20 +859,25 @@ def write_outputs(results: dict, output_dir: str) -> None:
     write_text_atomic(os.path.join(output_dir, "benchmark.md"), to_markdown(results))
 
 
-_QUICK = flags.DEFINE_bool("quick", False, "Fewer steps and repeats: under 3 minutes on 2 cores.")
-_SMOKE = flags.DEFINE_bool("smoke", False, "Test only: one step of everything at tiny sizes.")
-_OUTPUT_DIR = flags.DEFINE_string(
-    "output_dir", os.path.join("runs", "benchmark"), "Where benchmark.json and .md are written."
-)
+def define_flags() -> None:
+    """The command-line flags; defined only when run as a script, so importing this module next
+    to another with absl flags (predict's --output_dir, in one pytest process) does not clash."""
+    flags.DEFINE_bool("quick", False, "Fewer steps and repeats: under 3 minutes on 2 cores.")
+    flags.DEFINE_bool("smoke", False, "Test only: one step of everything at tiny sizes.")
+    flags.DEFINE_string(
+        "output_dir", os.path.join("runs", "benchmark"), "Where benchmark.json and .md are written."
+    )
 
 
 def main(argv):
     del argv
-    mode = "smoke" if _SMOKE.value else "quick" if _QUICK.value else "full"
-    results = run(mode, _OUTPUT_DIR.value)
+    values = flags.FLAGS
+    mode = "smoke" if values.smoke else "quick" if values.quick else "full"
+    results = run(mode, values.output_dir)
     print(json.dumps(results, indent=2, sort_keys=True, default=str))
     print(to_markdown(results))
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -63,7 +63,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.d_lr = 2e-4
     c.train.beta_1 = 0.5
     c.train.clip_norm = 0.0  # gradient-norm clip for G and D (0 = off)
-    c.train.mixed_precision = "none"  # none | bfloat16 | float16
+    c.train.mixed_precision = (
+        "auto"  # auto (bf16 on CPUs with native bf16) | none | bfloat16 | float16
+    )
     c.train.jit_compile = False
     c.train.deterministic = False
     c.train.verbose = 2  # keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch

@@ -6,7 +6,7 @@ from __future__ import annotations
 from mhp_keras.errors import ConfigError
 from mhp_keras.models.conad import ADV_HYPOTHESES, validate_model_args
 
-MIXED_PRECISION = ("none", "bfloat16", "float16")
+MIXED_PRECISION = ("auto", "none", "bfloat16", "float16")
 CROPS = ("none", "random", "tile")
 ON_BAD_FILE = ("error", "skip")
 

@@ -91,7 +91,27 @@ def set_up_runtime(config) -> None:
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
     policy = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
-    keras.config.set_dtype_policy(policy[config.train.mixed_precision])
+    keras.config.set_dtype_policy(policy[resolve_precision(config.train.mixed_precision)])
+
+
+def cpu_has_native_bfloat16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(name: str) -> str:
+    """ "auto" is bfloat16 on a CPU-only host with native bfloat16 (where the benchmark measured
+    1.22x faster training at equal AUROC), float32 elsewhere (emulated bfloat16 is slower, and
+    float16 on GPUs has not been measured here)."""
+    if name != "auto":
+        return name
+    if tf.config.list_physical_devices("GPU") or not cpu_has_native_bfloat16():
+        return "none"
+    return "bfloat16"
 
 
 def make_optimizers(config):
@@ -99,7 +119,7 @@ def make_optimizers(config):
         return keras.optimizers.Adam(lr, beta_1=config.train.beta_1)
 
     g, d = adam(config.train.g_lr), adam(config.train.d_lr)
-    if config.train.mixed_precision == "float16":
+    if resolve_precision(config.train.mixed_precision) == "float16":
         # float16 gradients underflow without loss scaling; bfloat16 has float32's range.
         g, d = keras.optimizers.LossScaleOptimizer(g), keras.optimizers.LossScaleOptimizer(d)
     return g, d
@@ -144,11 +164,24 @@ def training_callbacks(config, workdir: str, data, chief: bool):
     return callbacks, guard
 
 
+def repeated(ds: tf.data.Dataset):
+    """The dataset repeated, with the steps of one pass, when its length is known.
+
+    `fit` on a finite dataset builds and tears down an iterator every epoch, which with tf.data
+    autotuning stalls about a second per epoch; one repeated iterator does not. Shuffling still
+    happens anew on every pass. Tiled datasets have no known length and stay finite.
+    """
+    steps = int(ds.cardinality())
+    if steps < 1:
+        return ds, None
+    return ds.repeat(), steps
+
+
 def train(config, data, workdir: str, strategy_name: str = "default"):
     """Fits a fresh (or resumed) model, sets its threshold and saves `model.keras` atomically."""
     strategy = distribute.make_strategy(strategy_name)
     chief = distribute.is_chief() if strategy_name == "multi_worker" else True
-    train_ds = dataset_for_split(data.train, config, training=True)
+    train_ds, steps_per_epoch = repeated(dataset_for_split(data.train, config, training=True))
     val_ds = (
         images_only(dataset_for_split(data.val, config, training=False)) if len(data.val) else None
     )
@@ -159,6 +192,7 @@ def train(config, data, workdir: str, strategy_name: str = "default"):
         train_ds,
         validation_data=val_ds,
         epochs=config.train.epochs,
+        steps_per_epoch=steps_per_epoch,
         callbacks=callbacks,
         verbose=fit_verbosity(config),
         shuffle=False,  # the pipeline shuffles, with the config's seed

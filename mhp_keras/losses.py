@@ -38,6 +38,14 @@ def kl_to_standard_normal(mu, log_var):
     return 0.5 * tf.reduce_sum(tf.square(mu) + tf.exp(log_var) - 1.0 - log_var, axis=-1)
 
 
+def _relaxed(one_hot, eps):
+    """Winner weight 1 - eps, the K - 1 losers share eps; a single head always gets 1."""
+    k = tf.cast(tf.shape(one_hot)[1], one_hot.dtype)
+    loser_weight = tf.where(k > 1, eps / tf.maximum(k - 1.0, 1.0), 0.0)
+    winner_weight = tf.where(k > 1, 1.0 - eps, 1.0)
+    return tf.stop_gradient(one_hot * winner_weight + (1.0 - one_hot) * loser_weight)
+
+
 def winner_mask(nll, mode="sample", eps=0.0):
     """The (stop-gradient) WTA weights over hypotheses, shaped like `nll` [B, K, h, w].
 
@@ -48,23 +56,24 @@ def winner_mask(nll, mode="sample", eps=0.0):
     k = tf.shape(nll)[1]
     if mode == "sample":
         per_head = tf.reduce_sum(nll, axis=[2, 3])  # [B, K]
-        one_hot = tf.one_hot(tf.argmin(per_head, axis=1), k, dtype=nll.dtype)[:, :, None, None]
-        one_hot = tf.broadcast_to(one_hot, tf.shape(nll))
-    elif mode == "pixel":
-        one_hot = tf.one_hot(tf.argmin(nll, axis=1), k, axis=1, dtype=nll.dtype)
-    else:
-        raise ValueError(f"loss.wta must be one of {WTA_MODES}, got {mode!r}")
-    k_float = tf.cast(k, nll.dtype)
-    loser_weight = tf.where(k_float > 1, eps / tf.maximum(k_float - 1.0, 1.0), 0.0)
-    winner_weight = tf.where(k_float > 1, 1.0 - eps, 1.0)
-    mask = one_hot * winner_weight + (1.0 - one_hot) * loser_weight
-    return tf.stop_gradient(mask)
+        weights = _relaxed(tf.one_hot(tf.argmin(per_head, axis=1), k, dtype=nll.dtype), eps)
+        return tf.broadcast_to(weights[:, :, None, None], tf.shape(nll))
+    if mode == "pixel":
+        return _relaxed(tf.one_hot(tf.argmin(nll, axis=1), k, axis=1, dtype=nll.dtype), eps)
+    raise ValueError(f"loss.wta must be one of {WTA_MODES}, got {mode!r}")
 
 
 def wta_loss(nll, mode="sample", eps=0.0):
-    """Per-sample WTA reconstruction loss [B]: the mask-weighted NLL summed over pixels."""
-    mask = winner_mask(nll, mode, eps)
-    return tf.reduce_sum(mask * nll, axis=[1, 2, 3])
+    """Per-sample WTA reconstruction loss [B]: the winner-weighted NLL summed over pixels.
+
+    Per-image winners weigh the per-head sums [B, K] instead of every pixel, which saves a
+    full-size mask and its gradient in the training step; the value is the same.
+    """
+    if mode == "sample":
+        per_head = tf.reduce_sum(nll, axis=[2, 3])
+        one_hot = tf.one_hot(tf.argmin(per_head, axis=1), tf.shape(nll)[1], dtype=nll.dtype)
+        return tf.reduce_sum(_relaxed(one_hot, eps) * per_head, axis=1)
+    return tf.reduce_sum(winner_mask(nll, mode, eps) * nll, axis=[1, 2, 3])
 
 
 def winner_index(nll, mode="sample"):

@@ -15,7 +15,16 @@ EXPECTED = {
     "mode": None,
     "settings": None,
     "elapsed_s": None,
-    "section_s": {"matmul_peak", "train", "train_big", "pipeline", "inference", "memory", "flops"},
+    "section_s": {
+        "matmul_peak",
+        "matmul_peak_end",
+        "train",
+        "train_big",
+        "pipeline",
+        "inference",
+        "memory",
+        "flops",
+    },
     "machine": {
         "cpu_count",
         "cpus_usable",
@@ -30,7 +39,7 @@ EXPECTED = {
         "load_average_start",
         "load_average_end",
     },
-    "matmul_peak": {"flops_per_s", "sizes", "repeats"},
+    "matmul_peak": {"flops_per_s", "sizes", "repeats", "start_and_end_flops_per_s"},
     "train": {
         "image_size",
         "channels",

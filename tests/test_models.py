@@ -70,3 +70,14 @@ def test_minibatch_std_channel():
     expected = np.sqrt(x.var(axis=0) + 1e-8).mean()
     np.testing.assert_allclose(out[..., -1], expected, rtol=1e-5)
     np.testing.assert_array_equal(out[..., :2], x)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_means_only_equals_the_full_heads(fused):
+    features = np.random.default_rng(4).normal(size=(2, 8, 8, 6)).astype("float32")
+    heads = HypothesisHeads(3, 3, fused=fused)
+    heads.build(features.shape)
+    means, _ = heads(features)
+    np.testing.assert_allclose(
+        heads.means_only(features).numpy(), means.numpy(), rtol=1e-5, atol=1e-6
+    )

@@ -144,6 +144,11 @@ class ConAD(keras.Model):
             logvar_max,
             fused_heads,
         )
+        # The decoder up to its heads, sharing its layers; private attributes are saved after
+        # the public ones, so the weights stay stored under `decoder`.
+        self._decoder_trunk = keras.Model(
+            self.decoder.inputs, self.decoder.get_layer("hypotheses").input, name="decoder_trunk"
+        )
         self.discriminator = build_discriminator(
             image_size, channels, disc_base_filters, max_filters, minibatch_std
         )
@@ -271,6 +276,11 @@ class ConAD(keras.Model):
         optimizer = getattr(self, "g_optimizer", None)
         return optimizer.iterations if optimizer is not None else tf.constant(0, tf.int64)
 
+    def _decode_means(self, z, training):
+        """Hypothesis means only (the trunk, then the heads' mean channels): for prior samples."""
+        features = self._decoder_trunk(z, training=training)
+        return self.decoder.get_layer("hypotheses").means_only(features)
+
     def _pick_fakes(self, means):
         """The fakes D sees from a [B, K, h, w, C] stack: one random head per image, or all."""
         if self.adv_hypotheses == "all" or self.hypotheses == 1:
@@ -295,13 +305,12 @@ class ConAD(keras.Model):
         z = mu + tf.exp(0.5 * log_var) * noise
         means, log_vars = self.decoder(z, training=training)
         nll = losses.gaussian_nll(images, means, log_vars)
-        mask = losses.winner_mask(nll, self.wta, self.eps)
         # Fraction of the batch (or, pixel-wise, of each image's pixels) each head wins: [B, K].
         win = tf.one_hot(losses.winner_index(nll, self.wta), self.hypotheses)
         if self.wta == "pixel":
             win = tf.reduce_mean(win, axis=[1, 2])
         out = {
-            "recon": tf.reduce_sum(mask * nll, axis=[1, 2, 3]),
+            "recon": losses.wta_loss(nll, self.wta, self.eps),
             "kl": losses.kl_to_standard_normal(mu, log_var),
             "win": win,
         }
@@ -312,7 +321,7 @@ class ConAD(keras.Model):
                 tf.stack([batch, self.latent_dim]),
                 lambda shape, seed: tf.random.stateless_normal(shape, seed),
             )
-            prior_means, _ = self.decoder(tf.cast(prior_z, mu.dtype), training=training)
+            prior_means = self._decode_means(tf.cast(prior_z, mu.dtype), training)
             fakes = [
                 self._pick_fakes(prior_means),
                 self._pick_fakes(means),

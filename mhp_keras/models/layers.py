@@ -68,6 +68,29 @@ class HypothesisHeads(keras.layers.Layer):
         log_vars = self.logvar_min + span * ops.sigmoid(raw_log_vars)
         return means, log_vars
 
+    def means_only(self, features):
+        """The hypothesis means alone, [B, H, h, w, C], without computing the log-variances.
+
+        Prior samples only need means (the discriminator never sees a variance), so this runs the
+        transposed convolution with just the mean channels of each head's kernel: identical
+        values to `call(features)[0]` at half the head cost.
+        """
+        width = 2 * self.channels
+        kernels, biases = [], []
+        for conv in self.convs:
+            heads = conv.filters // width
+            index = [k * width + c for k in range(heads) for c in range(self.channels)]
+            kernels.append(ops.take(conv.kernel, index, axis=2))
+            biases.append(ops.take(conv.bias, index, axis=0))
+        kernel = ops.concatenate(kernels, axis=2)
+        bias = ops.concatenate(biases, axis=0)
+        raw = ops.conv_transpose(
+            features, ops.cast(kernel, features.dtype), self.strides, padding="same"
+        ) + ops.cast(bias, features.dtype)
+        h, w = raw.shape[1], raw.shape[2]
+        raw = ops.reshape(raw, (-1, h, w, self.hypotheses, self.channels))
+        return ops.sigmoid(ops.transpose(raw, (0, 3, 1, 2, 4)))
+
     def compute_output_shape(self, input_shape):
         b, h, w = input_shape[0], input_shape[1], input_shape[2]
         h = None if h is None else h * self.strides
