@@ -37,12 +37,17 @@ def collect(model, images, config) -> dict:
 
 
 def choose_threshold(model, val_images, config) -> tuple[float, str]:
-    """The decision threshold: a quantile of the normal-only validation scores."""
+    """The decision threshold: F1-optimal when the validation images include anomalies, else a
+    quantile of the normal validation scores."""
     quantile = config.eval.threshold_quantile
     if val_images is None or len(val_images) == 0:
         return float("inf"), "none (no validation images: set data.val_fraction > 0)"
-    scores = collect(model, val_images, config)["scores"]
-    return metric_fns.threshold_from_normal(scores, quantile), f"validation quantile {quantile}"
+    result = collect(model, val_images, config)
+    if len(np.unique(result["labels"])) == 2:  # labelled validation data: use it
+        threshold = metric_fns.f1_optimal_threshold(result["labels"], result["scores"])
+        return threshold, "F1-optimal on labelled validation images"
+    normal = result["scores"][result["labels"] == 0]
+    return metric_fns.threshold_from_normal(normal, quantile), f"validation quantile {quantile}"
 
 
 def winner_histogram(winners: np.ndarray, hypotheses: int) -> list[float]:
@@ -72,6 +77,18 @@ def scores_csv(result: dict, threshold: float) -> str:
     for i, label, score in zip(result["ids"], result["labels"], result["scores"]):
         writer.writerow([i, int(label), f"{float(score):.6g}", int(score >= threshold)])
     return buffer.getvalue()
+
+
+def pixel_anchor(threshold: float, aggregate: str, topk_fraction: float, pixels: int):
+    """The pixel value that anchors the heat-map colour scale: the mean value a pixel of the
+    aggregated set has in an image scored exactly at the threshold (None without a threshold)."""
+    if not np.isfinite(threshold):
+        return None
+    if aggregate == "sum":
+        return threshold / pixels
+    if aggregate == "topk":
+        return threshold / max(1, int(np.ceil(pixels * topk_fraction)))
+    return threshold
 
 
 def write_report(model, images, config, result: dict, threshold: float, report_dir: str) -> list:
@@ -105,6 +122,12 @@ def write_report(model, images, config, result: dict, threshold: float, report_d
         [result["ids"][i] for i in chosen],
         threshold,
         masks=masks,
+        pixel_threshold=pixel_anchor(
+            threshold,
+            model.score_aggregate,
+            model.topk_fraction,
+            model.image_size * model.image_size,
+        ),
     )
     written.append(path)
     return written

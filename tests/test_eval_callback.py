@@ -41,3 +41,12 @@ def test_heat_colour_uses_one_fixed_scale():
     # The same value gets the same colour in both images, whatever each image's own range.
     np.testing.assert_array_equal(rgb[0, 0, 1], rgb[1, 0, 0])
     assert rgb[0, 0, 0].sum() == 0.0 and rgb[1, 0, 1].sum() == 3.0
+
+
+def test_pixel_anchor_matches_the_aggregation():
+    from mhp_keras.evaluation import pixel_anchor
+
+    assert pixel_anchor(256.0, "sum", 0.1, 256) == 1.0
+    assert pixel_anchor(52.0, "topk", 0.1, 256) == 2.0  # ceil(25.6) = 26 pixels
+    assert pixel_anchor(3.0, "mean", 0.1, 256) == 3.0
+    assert pixel_anchor(float("inf"), "sum", 0.1, 256) is None

@@ -81,3 +81,11 @@ def test_means_only_equals_the_full_heads(fused):
     np.testing.assert_allclose(
         heads.means_only(features).numpy(), means.numpy(), rtol=1e-5, atol=1e-6
     )
+
+
+def test_largest_supported_size():
+    x = np.zeros((1, 256, 256, 3), "float32")
+    mu, _ = build_encoder(256, 3, latent_dim=2, base_filters=4, max_filters=16)(x)
+    means, _ = build_decoder(256, 3, 2, hypotheses=2, base_filters=4, max_filters=16)(mu)
+    assert means.shape == (1, 2, 256, 256, 3)
+    assert build_discriminator(256, 3, base_filters=4, max_filters=16)(x).shape == (1, 1)

@@ -35,6 +35,21 @@ def test_train_and_evaluate_writes_metrics(tmp_path):
     assert (workdir / "scores.csv").read_text().startswith("id,label,score,predicted")
     assert any((workdir / "logs").iterdir())
     assert {"roc.png", "histogram.png", "examples.png"} <= set(os.listdir(workdir / "report"))
+    assert os.listdir(workdir / "export" / "conad") == ["1"]
+    # --mode=export writes the next version from model.keras.
+    exported = run_main(
+        "--config=configs/digits.py", f"--workdir={workdir}", *TINY, "--mode=export"
+    )
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert sorted(os.listdir(workdir / "export" / "conad")) == ["1", "2"]
+    # --mode=evaluate re-scores with the stored model and threshold.
+    evaluated = run_main(
+        "--config=configs/digits.py", f"--workdir={workdir}", *TINY, "--mode=evaluate"
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    again = json.loads((workdir / "metrics.json").read_text())
+    assert again["image_auroc"] == metrics["image_auroc"]
+    assert again["threshold"] == metrics["threshold"]
 
 
 @pytest.mark.parametrize(
