@@ -43,13 +43,13 @@ from absl import app, flags  # noqa: E402
 
 from mhp_keras import losses  # noqa: E402
 from mhp_keras.config_defaults import base_config  # noqa: E402
+from mhp_keras.experiment import PRECISION_POLICIES, make_optimizers  # noqa: E402
 from mhp_keras.io_utils import write_json_atomic, write_text_atomic  # noqa: E402
 from mhp_keras.models import build_conad  # noqa: E402
 
 TARGET_H8_OVER_H1 = 1.25  # step time ratio: eight hypotheses cost at most 25% more than one
 TARGET_PIPELINE = 0.95  # pipeline-fed steps run at >= 95% of the speed of memory-fed steps
 MAIN_H = 8  # the hypothesis count the comparisons (fused, bfloat16, XLA, pipeline) use
-POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,14 +181,10 @@ def build_model(config):
     clears TF's kernel cache, and every model built so far would re-instantiate its step.
     """
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(POLICIES[config.train.mixed_precision])
+    keras.config.set_dtype_policy(PRECISION_POLICIES[config.train.mixed_precision])
     try:
         model = build_conad(config)
-        adam = lambda lr: keras.optimizers.Adam(lr, beta_1=config.train.beta_1)
-        g_opt, d_opt = adam(config.train.g_lr), adam(config.train.d_lr)
-        if config.train.mixed_precision == "float16":
-            g_opt = keras.optimizers.LossScaleOptimizer(g_opt)
-            d_opt = keras.optimizers.LossScaleOptimizer(d_opt)
+        g_opt, d_opt = make_optimizers(config)
         model.compile(g_optimizer=g_opt, d_optimizer=d_opt, jit_compile=config.train.jit_compile)
     finally:
         keras.config.set_dtype_policy(previous)

@@ -34,6 +34,10 @@ MODES = ("train_and_evaluate", "train", "evaluate", "export")
 RESUMABLE_KEYS = ("train.epochs", "train.verbose", "eval", "data.data_dir", "data.root")
 
 
+# train.mixed_precision -> Keras dtype policy.
+PRECISION_POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+
+
 class TrainingDiverged(UserError):
     """A loss became NaN or infinite; the last good checkpoint was kept."""
 
@@ -90,8 +94,9 @@ def set_up_runtime(config) -> None:
     keras.utils.set_random_seed(int(config.seed))
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
-    policy = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
-    keras.config.set_dtype_policy(policy[resolve_precision(config.train.mixed_precision)])
+    keras.config.set_dtype_policy(
+        PRECISION_POLICIES[resolve_precision(config.train.mixed_precision)]
+    )
 
 
 def cpu_has_native_bfloat16() -> bool:
