@@ -8,21 +8,15 @@ every hypothesis and the anomaly heatmap, on one colour scale shared by all imag
 from __future__ import annotations
 
 import keras
+import matplotlib.colors as mcolors
 import numpy as np
 import tensorflow as tf
 
 from mhp_keras import metrics as metric_fns
 from mhp_keras.evaluation import collect
+from mhp_keras.reports import heatmap_rgb
 
 N_IMAGES = 4
-
-
-def heat_colour(maps: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Maps [N, h, w] onto a black-red-yellow-white ramp with one fixed [low, high] scale."""
-    t = np.clip((maps - low) / max(high - low, 1e-12), 0.0, 1.0)[..., None]
-    return np.concatenate(
-        [np.clip(3 * t, 0, 1), np.clip(3 * t - 1, 0, 1), np.clip(3 * t - 2, 0, 1)], -1
-    )
 
 
 class AUROCCallback(keras.callbacks.Callback):
@@ -64,7 +58,7 @@ class AUROCCallback(keras.callbacks.Callback):
         if images.shape[-1] == 1:
             images = np.repeat(images, 3, axis=-1)
         low, high = np.percentile(result["maps"], [1.0, 99.9])
-        heat = heat_colour(out["anomaly_map"].numpy(), low, high)
+        heat = heatmap_rgb(out["anomaly_map"].numpy(), mcolors.Normalize(low, high, clip=True))
         hyps = out["hypotheses"].numpy()  # [n, K, h, w, C]
         n, k, h, w, c = hyps.shape
         strip = hyps.transpose(0, 2, 1, 3, 4).reshape(n, h, k * w, c)

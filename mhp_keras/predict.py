@@ -27,6 +27,7 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # a CLI: keep TF's C++ start-up logs quiet
 
+import matplotlib.colors as mcolors
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
@@ -34,6 +35,7 @@ from absl import app, flags
 from mhp_keras.errors import DataError, UserError
 from mhp_keras.export import existing_versions, read_metadata
 from mhp_keras.io_utils import atomic_path, write_json_atomic, write_text_atomic
+from mhp_keras.reports import heatmap_rgb
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 SIGNATURE = "serving_bytes"
@@ -176,26 +178,10 @@ def _heatmap_names(files: list[str], root: str) -> list[str]:
     ]
 
 
-_ANCHORS = np.array(  # an inferno-like ramp: black, purple, red, orange, pale yellow
-    [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], np.float64
-)
-_LUT = (
-    np.stack(
-        [
-            np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, len(_ANCHORS)), c)
-            for c in _ANCHORS.T
-        ],
-        axis=1,
-    )
-    .round()
-    .astype(np.uint8)
-)
-
-
 def colourise(amap: np.ndarray, low: float, high: float) -> np.ndarray:
     """An [h, w] map to an RGB uint8 image on the fixed scale [low, high], enlarged if small."""
-    t = np.clip((amap - low) / max(high - low, 1e-12), 0.0, 1.0)
-    rgb = _LUT[np.round(t * 255).astype(np.int64)]
+    norm = mcolors.Normalize(low, max(high, low + 1e-12), clip=True)
+    rgb = np.round(heatmap_rgb(amap, norm) * 255).astype(np.uint8)
     factor = max(1, math.ceil(MIN_HEATMAP_SIDE / max(amap.shape)))
     return np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
 

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from mhp_keras.data import load_data
 from mhp_keras.data.pipeline import dataset_for_split
-from mhp_keras.eval_callback import AUROCCallback, heat_colour
+from mhp_keras.eval_callback import AUROCCallback
 from mhp_keras.models import build_conad
 
 
@@ -33,14 +33,6 @@ def test_callback_logs_auroc_and_images(tiny_config, tmp_path):
     for event in tf.compat.v1.train.summary_iterator(events[0]):
         tags |= {value.tag for value in event.summary.value}
     assert {"eval_image_auroc", "input_best_heatmap", "hypotheses"} <= tags
-
-
-def test_heat_colour_uses_one_fixed_scale():
-    maps = np.array([[[0.0, 1.0]], [[1.0, 2.0]]])
-    rgb = heat_colour(maps, low=0.0, high=2.0)
-    # The same value gets the same colour in both images, whatever each image's own range.
-    np.testing.assert_array_equal(rgb[0, 0, 1], rgb[1, 0, 0])
-    assert rgb[0, 0, 0].sum() == 0.0 and rgb[1, 0, 1].sum() == 3.0
 
 
 def test_pixel_anchor_matches_the_aggregation():
