@@ -4,7 +4,8 @@ Pure tensor functions, vectorised over hypotheses (no Python loop over heads), s
 scoring and the SavedModel signature share one implementation and the tests can check each against
 numpy closed forms.
 
-Shapes: x is [B, h, w, C]; hypothesis means and log-variances are [B, K, h, w, C].
+Shapes: x is [B, h, w, C]; hypothesis means and log-variances are [B, K, h, w, C] (or, in the
+training step, the decoder's native [B, h, w, K, C], with head_axis=3); NLL maps are [B, K, h, w].
 """
 
 import math
@@ -16,7 +17,7 @@ WTA_MODES = ("sample", "pixel")
 AGGREGATES = ("sum", "mean", "topk")
 
 
-def gaussian_nll(x, mean, log_var):
+def gaussian_nll(x, mean, log_var, head_axis=1):
     """Per-pixel NLL of x under each hypothesis' diagonal Gaussian, summed over channels.
 
     Returns [B, K, h, w].
@@ -24,7 +25,7 @@ def gaussian_nll(x, mean, log_var):
     NLL = 0.5 * (log 2pi + log_var + (x - mean)^2 / exp(log_var)), computed in float32 whatever the
     compute dtype so that mixed precision never changes the loss or the score.
     """
-    x = tf.cast(x, tf.float32)[:, None]
+    x = tf.expand_dims(tf.cast(x, tf.float32), head_axis)  # broadcast over the heads
     mean = tf.cast(mean, tf.float32)
     log_var = tf.cast(log_var, tf.float32)
     per_channel = 0.5 * (LOG_2PI + log_var + tf.square(x - mean) * tf.exp(-log_var))
@@ -93,13 +94,17 @@ def anomaly_map(nll, mode="sample"):
     raise ValueError(f"wta mode must be one of {WTA_MODES}, got {mode!r}")
 
 
-def best_hypothesis(means, nll, mode="sample"):
-    """The best guess [B, h, w, C]: the winning head's mean, chosen per image or per pixel."""
+def best_hypothesis(means, nll, mode="sample", head_axis=1):
+    """The best guess [B, h, w, C]: the winning head's mean, chosen per image or per pixel.
+
+    `nll` is [B, K, h, w]; `means` has its heads on `head_axis` (1, or 3 for [B, h, w, K, C]).
+    """
     winners = winner_index(nll, mode)
     if mode == "sample":
-        return tf.gather(means, winners, axis=1, batch_dims=1)
-    one_hot = tf.one_hot(winners, tf.shape(means)[1], axis=1, dtype=means.dtype)[..., None]
-    return tf.reduce_sum(one_hot * means, axis=1)
+        return tf.gather(means, winners, axis=head_axis, batch_dims=1)
+    k = tf.shape(means)[head_axis]
+    one_hot = tf.one_hot(winners, k, axis=head_axis, dtype=means.dtype)[..., None]
+    return tf.reduce_sum(one_hot * means, axis=head_axis)
 
 
 def aggregate_map(amap, method="sum", topk_fraction=0.1):

@@ -34,6 +34,20 @@ def test_gaussian_nll_matches_closed_form():
     assert zero.numpy().item() == pytest.approx(0.5 * math.log(2 * math.pi), rel=1e-6)
 
 
+def test_nll_and_best_guess_in_the_native_layout():
+    x, mean, log_var = _data(seed=7)
+    native_mean, native_log_var = np.moveaxis(mean, 1, 3), np.moveaxis(log_var, 1, 3)
+    nll = losses.gaussian_nll(x, native_mean, native_log_var, head_axis=3).numpy()
+    expected = _np_nll(x, mean, log_var)
+    np.testing.assert_allclose(np.moveaxis(nll, 3, 1), expected, rtol=1e-5, atol=1e-5)
+    nll_heads_first = tf.constant(np.moveaxis(nll, 3, 1))
+    for mode in ("sample", "pixel"):
+        np.testing.assert_array_equal(
+            losses.best_hypothesis(native_mean, nll_heads_first, mode, head_axis=3).numpy(),
+            losses.best_hypothesis(mean, nll_heads_first, mode).numpy(),
+        )
+
+
 def test_kl_matches_closed_form():
     rng = np.random.default_rng(1)
     mu = rng.normal(size=(4, 7)).astype(np.float32)

@@ -77,9 +77,12 @@ def test_means_only_equals_the_full_heads(fused):
     features = np.random.default_rng(4).normal(size=(2, 8, 8, 6)).astype("float32")
     heads = HypothesisHeads(3, 3, fused=fused)
     heads.build(features.shape)
-    means, _ = heads(features)
+    means, log_vars = heads(features)
+    native_means, native_log_vars = heads.native(features)
+    np.testing.assert_array_equal(np.moveaxis(native_means.numpy(), 3, 1), means.numpy())
+    np.testing.assert_array_equal(np.moveaxis(native_log_vars.numpy(), 3, 1), log_vars.numpy())
     np.testing.assert_allclose(
-        heads.means_only(features).numpy(), means.numpy(), rtol=1e-5, atol=1e-6
+        heads.means_only(features).numpy(), native_means.numpy(), rtol=1e-5, atol=1e-6
     )
 
 

@@ -276,16 +276,23 @@ class ConAD(keras.Model):
         optimizer = getattr(self, "g_optimizer", None)
         return optimizer.iterations if optimizer is not None else tf.constant(0, tf.int64)
 
+    def _decode_native(self, z, training):
+        """(means, log_vars) in the heads' native layout [B, h, w, K, C]."""
+        features = self._decoder_trunk(z, training=training)
+        return self.decoder.get_layer("hypotheses").native(features)
+
     def _decode_means(self, z, training):
-        """Hypothesis means only (the trunk, then the heads' mean channels): for prior samples."""
+        """Native-layout means only (the trunk, then the heads' mean channels), for prior z."""
         features = self._decoder_trunk(z, training=training)
         return self.decoder.get_layer("hypotheses").means_only(features)
 
     def _pick_fakes(self, means):
-        """The fakes D sees from a [B, K, h, w, C] stack: one random head per image, or all."""
+        """The fakes D sees from native [B, h, w, K, C] means: one random head per image, or all
+        K heads of every image, image-major."""
         if self.adv_hypotheses == "all" or self.hypotheses == 1:
             shape = tf.shape(means)
-            return tf.reshape(means, tf.concat([[-1], shape[2:]], axis=0))
+            stacked = tf.transpose(means, [0, 3, 1, 2, 4])
+            return tf.reshape(stacked, tf.stack([-1, shape[1], shape[2], shape[4]]))
         heads = self._replica_random(
             "heads",
             tf.shape(means)[:1],
@@ -293,7 +300,7 @@ class ConAD(keras.Model):
                 shape, seed, minval=0, maxval=self.hypotheses, dtype=tf.int32
             ),
         )
-        return tf.gather(means, heads, axis=1, batch_dims=1)
+        return tf.gather(means, heads, axis=3, batch_dims=1)
 
     def _compute_losses(self, images, training):
         """All per-sample losses of one batch, plus what the metrics need."""
@@ -303,8 +310,9 @@ class ConAD(keras.Model):
         )
         noise = tf.cast(noise, mu.dtype)
         z = mu + tf.exp(0.5 * log_var) * noise
-        means, log_vars = self.decoder(z, training=training)
-        nll = losses.gaussian_nll(images, means, log_vars)
+        means, log_vars = self._decode_native(z, training)  # [B, h, w, K, C]
+        # Only the NLL map (1/C of the means' size) moves its heads axis to the front.
+        nll = tf.transpose(losses.gaussian_nll(images, means, log_vars, head_axis=3), [0, 3, 1, 2])
         # Fraction of the batch (or, pixel-wise, of each image's pixels) each head wins: [B, K].
         win = tf.one_hot(losses.winner_index(nll, self.wta), self.hypotheses)
         if self.wta == "pixel":
@@ -325,7 +333,7 @@ class ConAD(keras.Model):
             fakes = [
                 self._pick_fakes(prior_means),
                 self._pick_fakes(means),
-                losses.best_hypothesis(means, nll, self.wta),
+                losses.best_hypothesis(means, nll, self.wta, head_axis=3),
             ]
             real_logits = self.discriminator(images, training=training)
             fake_logits = [self.discriminator(f, training=training) for f in fakes]

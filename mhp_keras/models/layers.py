@@ -56,10 +56,19 @@ class HypothesisHeads(keras.layers.Layer):
             conv.build(input_shape)
 
     def call(self, features):
+        means, log_vars = self.native(features)
+        order = (0, 3, 1, 2, 4)  # [B, h, w, H, C] -> [B, H, h, w, C]
+        return ops.transpose(means, order), ops.transpose(log_vars, order)
+
+    def native(self, features):
+        """(means, log_vars) in the convolution's own layout [B, h, w, H, C].
+
+        The training step works in this layout: moving the heads axis in front of the pixels is
+        a full copy of both tensors (and of their gradients) that grows with H.
+        """
         raw = ops.concatenate([conv(features) for conv in self.convs], axis=-1)
         h, w = raw.shape[1], raw.shape[2]
         raw = ops.reshape(raw, (-1, h, w, self.hypotheses, 2 * self.channels))
-        raw = ops.transpose(raw, (0, 3, 1, 2, 4))  # [B, H, h, w, 2C]
         # A split, not two slices: the gradient of a slice (StridedSliceGrad) scatters into a
         # zero tensor and took half the heads' training time on CPU; a split's gradient is a concat.
         raw_means, raw_log_vars = ops.split(raw, 2, axis=-1)
@@ -69,11 +78,12 @@ class HypothesisHeads(keras.layers.Layer):
         return means, log_vars
 
     def means_only(self, features):
-        """The hypothesis means alone, [B, H, h, w, C], without computing the log-variances.
+        """The hypothesis means alone, in the native layout [B, h, w, H, C], without the
+        log-variances.
 
         Prior samples only need means (the discriminator never sees a variance), so this runs the
         transposed convolution with just the mean channels of each head's kernel: identical
-        values to `call(features)[0]` at half the head cost.
+        values to `native(features)[0]` at half the head cost.
         """
         width = 2 * self.channels
         kernels, biases = [], []
@@ -88,8 +98,7 @@ class HypothesisHeads(keras.layers.Layer):
             features, ops.cast(kernel, features.dtype), self.strides, padding="same"
         ) + ops.cast(bias, features.dtype)
         h, w = raw.shape[1], raw.shape[2]
-        raw = ops.reshape(raw, (-1, h, w, self.hypotheses, self.channels))
-        return ops.sigmoid(ops.transpose(raw, (0, 3, 1, 2, 4)))
+        return ops.sigmoid(ops.reshape(raw, (-1, h, w, self.hypotheses, self.channels)))
 
     def compute_output_shape(self, input_shape):
         b, h, w = input_shape[0], input_shape[1], input_shape[2]
