@@ -40,6 +40,12 @@ def task_info() -> tuple[str, int]:
     return task.get("type", "worker"), int(task.get("index", 0))
 
 
+def writes_run_files(strategy_name: str) -> bool:
+    """Whether this process writes checkpoints, metrics and exports: always, except on the
+    non-chief workers of a multi-worker run."""
+    return is_chief() if strategy_name == "multi_worker" else True
+
+
 def is_chief() -> bool:
     """The chief is the "chief" task, or worker 0 in a cluster without one."""
     task_type, index = task_info()

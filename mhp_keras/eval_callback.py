@@ -8,13 +8,12 @@ every hypothesis and the anomaly heatmap, on one colour scale shared by all imag
 from __future__ import annotations
 
 import keras
-import matplotlib.colors as mcolors
 import numpy as np
 import tensorflow as tf
 
 from mhp_keras import metrics as metric_fns
 from mhp_keras.evaluation import collect
-from mhp_keras.reports import heatmap_rgb
+from mhp_keras.reports import heatmap_norm, heatmap_rgb
 
 N_IMAGES = 4
 
@@ -57,8 +56,8 @@ class AUROCCallback(keras.callbacks.Callback):
         images = batch["image"].numpy()
         if images.shape[-1] == 1:
             images = np.repeat(images, 3, axis=-1)
-        low, high = np.percentile(result["maps"], [1.0, 99.9])
-        heat = heatmap_rgb(out["anomaly_map"].numpy(), mcolors.Normalize(low, high, clip=True))
+        norm = heatmap_norm(result["maps"], result["labels"])  # the reports' figure-wide scale
+        heat = heatmap_rgb(out["anomaly_map"].numpy(), norm)
         hyps = out["hypotheses"].numpy()  # [n, K, h, w, C]
         n, k, h, w, c = hyps.shape
         strip = hyps.transpose(0, 2, 1, 3, 4).reshape(n, h, k * w, c)

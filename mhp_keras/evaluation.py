@@ -97,17 +97,18 @@ def write_report(model, images, config, result: dict, threshold: float, report_d
 
     os.makedirs(report_dir, exist_ok=True)
     labels, scores = result["labels"], result["scores"]
-    written = [os.path.join(report_dir, "roc.png"), os.path.join(report_dir, "histogram.png")]
-    if len(np.unique(labels)) > 1:
-        reports.plot_roc(written[0], labels, scores)
-    else:
-        written.pop(0)
-    reports.plot_score_histogram(written[-1], labels, scores, threshold)
-    n = min(8, len(scores))
-    order = np.argsort(scores)
-    chosen = np.unique(np.concatenate([order[-(n - n // 2) :], order[: n // 2]]))
+    written = [
+        reports.plot_roc(os.path.join(report_dir, "roc.png"), labels, scores),
+        reports.plot_score_histogram(
+            os.path.join(report_dir, "histogram.png"), labels, scores, threshold
+        ),
+    ]
+    # Only the examples shown are decoded again, so a large test set is never held in memory.
+    chosen = reports.select_examples(scores, 8)
     picked = images.subset(chosen)
-    batch = next(iter(dataset_for_split(picked, config, training=False).unbatch().batch(n)))
+    batch = next(
+        iter(dataset_for_split(picked, config, training=False).unbatch().batch(len(chosen)))
+    )
     out = model.analyze(batch["image"])
     masks = batch["mask"].numpy()[..., 0] if images.has_masks else None
     path = os.path.join(report_dir, "examples.png")

@@ -185,7 +185,7 @@ def repeated(ds: tf.data.Dataset):
 def train(config, data, workdir: str, strategy_name: str = "default"):
     """Fits a fresh (or resumed) model, sets its threshold and saves `model.keras` atomically."""
     strategy = distribute.make_strategy(strategy_name)
-    chief = distribute.is_chief() if strategy_name == "multi_worker" else True
+    chief = distribute.writes_run_files(strategy_name)
     train_ds, steps_per_epoch = repeated(dataset_for_split(data.train, config, training=True))
     val_ds = (
         images_only(dataset_for_split(data.val, config, training=False)) if len(data.val) else None
@@ -259,7 +259,7 @@ def run(
     data = load_data(config)
     timings = {}
     if mode in ("train", "train_and_evaluate"):
-        chief = distribute.is_chief() if strategy == "multi_worker" else True
+        chief = distribute.writes_run_files(strategy)
         if chief:
             prepare_workdir(config, workdir, overwrite)
         model, train_info = train(config, data, workdir, strategy)

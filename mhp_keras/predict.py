@@ -35,11 +35,10 @@ from absl import app, flags
 from mhp_keras.errors import DataError, UserError
 from mhp_keras.export import existing_versions, read_metadata
 from mhp_keras.io_utils import atomic_path, write_json_atomic, write_text_atomic
-from mhp_keras.reports import heatmap_rgb
+from mhp_keras.reports import HIGH_PERCENTILE, LOW_PERCENTILE, heatmap_rgb
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 SIGNATURE = "serving_bytes"
-LOW_PERCENTILE, HIGH_PERCENTILE = 1.0, 99.9
 MIN_HEATMAP_SIDE = 128  # small maps are enlarged (nearest neighbour) to at least this side
 _SCALE_SAMPLE = 2_000_000  # pixels used to estimate the run's colour scale
 
