@@ -51,7 +51,7 @@ EXPECTED = {
     },
     "train_big": {"hypotheses", "image_size", "channels", "batch"} | TRAIN_KEYS,
     "separate_heads": {"supported", "speedup", "fused_speedup"} | TRAIN_KEYS,
-    "bfloat16": {"supported", "speedup", "checks"} | TRAIN_KEYS,
+    "bfloat16": {"supported", "speedup", "checks", "h8_over_h1"} | TRAIN_KEYS,
     "xla": {"supported", "speedup"} | TRAIN_KEYS,
     "pipeline": {
         "images",
@@ -97,6 +97,7 @@ EXPECTED = {
         "train_h8_over_h1",
         "train_h8_over_h1_target",
         "train_h8_over_h1_ok",
+        "train_h8_over_h1_bfloat16",
         "pipeline_over_memory",
         "pipeline_over_memory_target",
         "pipeline_over_memory_ok",
@@ -150,7 +151,8 @@ def test_measurements_are_sane(smoke):
     # Under mixed_bfloat16 the network computes in bfloat16 but NLL and losses stay float32.
     if results["bfloat16"]["supported"]:
         checks = results["bfloat16"]["checks"]
-        assert checks["decoder_output_dtype"] == "bfloat16"
+        assert checks["decoder_compute_dtype"] == "bfloat16"
+        assert checks["decoder_output_dtype"] == "float32"
         assert checks["nll_dtype"] == checks["loss_dtype"] == checks["d_loss_dtype"] == "float32"
         assert checks["variable_dtype"] == "float32"
         assert checks["loss_finite"] and checks["score_finite"]

@@ -31,12 +31,15 @@ def head_gradients(model, x):
         out = model._compute_losses(x, training=True)
         loss = tf.nn.compute_average_loss(out["loss"])
     kernel_grad, bias_grad = tape.gradient(loss, [heads.kernel, heads.bias])
-    width = 2 * model.channels
-    per_head = [
-        np.abs(kernel_grad[:, :, k * width : (k + 1) * width].numpy()).sum()
-        + np.abs(bias_grad[k * width : (k + 1) * width].numpy()).sum()
-        for k in range(model.hypotheses)
-    ]
+    k_total, c_total = model.hypotheses, model.channels
+    per_head = []
+    for k in range(k_total):
+        # Blocked layout: head k's mean channel c is c * K + k, its log-variance K * C + c * K + k.
+        index = [c * k_total + k for c in range(c_total)]
+        index += [k_total * c_total + i for i in index]
+        per_head.append(
+            np.abs(kernel_grad.numpy()[:, :, index]).sum() + np.abs(bias_grad.numpy()[index]).sum()
+        )
     wins = out["win"].numpy().sum(0)
     return np.array(per_head), wins
 
@@ -141,6 +144,24 @@ def test_save_and_load_give_identical_scores(tmp_path):
     assert int(loaded.d_optimizer.iterations.numpy()) == 2
     for a, b in zip(model.d_optimizer.variables, loaded.d_optimizer.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_models_saved_before_the_blocked_head_layout_load_interleaved():
+    model = tiny(hypotheses=2)
+    assert model.decoder.get_layer("hypotheses").channel_layout == "blocked"
+    config = model.get_config()
+    del config["head_channel_layout"]
+    old = ConAD.from_config(config)
+    assert old.decoder.get_layer("hypotheses").channel_layout == "interleaved"
+
+
+def test_prior_fakes_use_each_images_own_head():
+    model = tiny(hypotheses=3, adv_weight=0.1)
+    z = np.random.default_rng(3).normal(size=(5, 4)).astype("float32")
+    heads = tf.constant([2, 0, 1, 1, 0])
+    fakes = model._prior_fakes(z, heads, training=False).numpy()
+    means = model.decoder(z)[0].numpy()  # [B, K, h, w, C]
+    np.testing.assert_allclose(fakes, means[np.arange(5), heads.numpy()], rtol=1e-5, atol=1e-6)
 
 
 def test_score_rejects_bad_images():

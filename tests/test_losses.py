@@ -36,14 +36,15 @@ def test_gaussian_nll_matches_closed_form():
 
 def test_nll_and_best_guess_in_the_native_layout():
     x, mean, log_var = _data(seed=7)
-    native_mean, native_log_var = np.moveaxis(mean, 1, 3), np.moveaxis(log_var, 1, 3)
-    nll = losses.gaussian_nll(x, native_mean, native_log_var, head_axis=3).numpy()
+    # [B, K, h, w, C] -> the decoder's native [B, h, w, C, K].
+    native_mean, native_log_var = np.moveaxis(mean, 1, 4), np.moveaxis(log_var, 1, 4)
+    nll = losses.gaussian_nll(x, native_mean, native_log_var, head_axis=4).numpy()
     expected = _np_nll(x, mean, log_var)
     np.testing.assert_allclose(np.moveaxis(nll, 3, 1), expected, rtol=1e-5, atol=1e-5)
     nll_heads_first = tf.constant(np.moveaxis(nll, 3, 1))
     for mode in ("sample", "pixel"):
         np.testing.assert_array_equal(
-            losses.best_hypothesis(native_mean, nll_heads_first, mode, head_axis=3).numpy(),
+            losses.best_hypothesis(native_mean, nll_heads_first, mode, head_axis=4).numpy(),
             losses.best_hypothesis(mean, nll_heads_first, mode).numpy(),
         )
 

@@ -11,8 +11,8 @@ kinds of fake: decodings of z ~ N(0, I), decodings of z ~ q(z|x), and the best g
 head's mean). The generator adds `adv_weight * L_G`, where L_G is the *non-saturating* form of
 -L_D (fakes labelled real), which has the same fixed point but does not vanish when D wins early.
 With `adv_hypotheses="sample"` each image's fake comes from one uniformly drawn head, an unbiased
-estimate of the average over heads whose discriminator cost does not grow with H; "all" feeds D
-every head.
+estimate of the average over heads whose discriminator cost does not grow with H (and prior samples
+are decoded through their drawn head alone); "all" feeds D every head.
 
 Losses are per sample and reduced with `tf.nn.compute_average_loss`, i.e. over the global batch,
 so any number of replicas under a `tf.distribute` strategy gives the same gradients.
@@ -88,6 +88,7 @@ class ConAD(keras.Model):
         disc_base_filters=32,
         minibatch_std=True,
         fused_heads=True,
+        head_channel_layout="blocked",
         wta="sample",
         eps=0.0,
         kl_weight=1.0,
@@ -119,6 +120,7 @@ class ConAD(keras.Model):
         self.disc_base_filters = int(disc_base_filters)
         self.minibatch_std = bool(minibatch_std)
         self.fused_heads = bool(fused_heads)
+        self.head_channel_layout = head_channel_layout
         self.wta = wta
         self.eps = float(eps)
         self.kl_weight = float(kl_weight)
@@ -143,11 +145,12 @@ class ConAD(keras.Model):
             logvar_min,
             logvar_max,
             fused_heads,
+            head_channel_layout,
         )
         # The decoder up to its heads, sharing its layers; private attributes are saved after
         # the public ones, so the weights stay stored under `decoder`.
         self._decoder_trunk = keras.Model(
-            self.decoder.inputs, self.decoder.get_layer("hypotheses").input, name="decoder_trunk"
+            self.decoder.inputs[0], self.decoder.get_layer("hypotheses").input, name="decoder_trunk"
         )
         self.discriminator = build_discriminator(
             image_size, channels, disc_base_filters, max_filters, minibatch_std
@@ -200,6 +203,7 @@ class ConAD(keras.Model):
             disc_base_filters=self.disc_base_filters,
             minibatch_std=self.minibatch_std,
             fused_heads=self.fused_heads,
+            head_channel_layout=self.head_channel_layout,
             wta=self.wta,
             eps=self.eps,
             kl_weight=self.kl_weight,
@@ -211,6 +215,13 @@ class ConAD(keras.Model):
             seed=self.seed,
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        # Models saved before the blocked head layout store their heads' kernels interleaved.
+        config.setdefault("head_channel_layout", "interleaved")
+        return cls(**config)
 
     def compile(self, g_optimizer=None, d_optimizer=None, **kwargs):
         """Two optimizers: `g_optimizer` for encoder + decoder, `d_optimizer` for the discriminator.
@@ -277,30 +288,42 @@ class ConAD(keras.Model):
         return optimizer.iterations if optimizer is not None else tf.constant(0, tf.int64)
 
     def _decode_native(self, z, training):
-        """(means, log_vars) in the heads' native layout [B, h, w, K, C]."""
+        """(means, log_vars) in the heads' native layout [B, h, w, C, K]."""
         features = self._decoder_trunk(z, training=training)
         return self.decoder.get_layer("hypotheses").native(features)
 
-    def _decode_means(self, z, training):
-        """Native-layout means only (the trunk, then the heads' mean channels), for prior z."""
-        features = self._decoder_trunk(z, training=training)
-        return self.decoder.get_layer("hypotheses").means_only(features)
+    @property
+    def _samples_one_head(self) -> bool:
+        """Whether D sees one random head per image (else every head of every image)."""
+        return self.adv_hypotheses == "sample" and self.hypotheses > 1
 
-    def _pick_fakes(self, means):
-        """The fakes D sees from native [B, h, w, K, C] means: one random head per image, or all
-        K heads of every image, image-major."""
-        if self.adv_hypotheses == "all" or self.hypotheses == 1:
-            shape = tf.shape(means)
-            stacked = tf.transpose(means, [0, 3, 1, 2, 4])
-            return tf.reshape(stacked, tf.stack([-1, shape[1], shape[2], shape[4]]))
-        heads = self._replica_random(
+    def _fake_heads(self, batch):
+        """The head whose decoding each image contributes as a fake, [B] int32."""
+        return self._replica_random(
             "heads",
-            tf.shape(means)[:1],
+            tf.reshape(batch, [1]),
             lambda shape, seed: tf.random.stateless_uniform(
                 shape, seed, minval=0, maxval=self.hypotheses, dtype=tf.int32
             ),
         )
-        return tf.gather(means, heads, axis=3, batch_dims=1)
+
+    def _prior_fakes(self, z, heads, training):
+        """Fakes decoded from prior z: the head `heads[b]` of image b, computed for that head
+        alone, or (all heads, or K = 1) every head's means, image-major."""
+        features = self._decoder_trunk(z, training=training)
+        layer = self.decoder.get_layer("hypotheses")
+        if self._samples_one_head:
+            return layer.selected_means(features, heads)
+        return self._pick_fakes(layer.means_only(features), heads)
+
+    def _pick_fakes(self, means, heads):
+        """The fakes D sees from native [B, h, w, C, K] means: head `heads[b]` of each image, or
+        all K heads of every image, image-major."""
+        if self._samples_one_head:
+            return losses.take_last_axis(means, heads)
+        shape = tf.shape(means)
+        stacked = tf.transpose(means, [0, 4, 1, 2, 3])
+        return tf.reshape(stacked, tf.stack([-1, shape[1], shape[2], shape[3]]))
 
     def _compute_losses(self, images, training):
         """All per-sample losses of one batch, plus what the metrics need."""
@@ -310,9 +333,9 @@ class ConAD(keras.Model):
         )
         noise = tf.cast(noise, mu.dtype)
         z = mu + tf.exp(0.5 * log_var) * noise
-        means, log_vars = self._decode_native(z, training)  # [B, h, w, K, C]
+        means, log_vars = self._decode_native(z, training)  # [B, h, w, C, K]
         # Only the NLL map (1/C of the means' size) moves its heads axis to the front.
-        nll = tf.transpose(losses.gaussian_nll(images, means, log_vars, head_axis=3), [0, 3, 1, 2])
+        nll = tf.transpose(losses.gaussian_nll(images, means, log_vars, head_axis=4), [0, 3, 1, 2])
         # Fraction of the batch (or, pixel-wise, of each image's pixels) each head wins: [B, K].
         win = tf.one_hot(losses.winner_index(nll, self.wta), self.hypotheses)
         if self.wta == "pixel":
@@ -329,11 +352,11 @@ class ConAD(keras.Model):
                 tf.stack([batch, self.latent_dim]),
                 lambda shape, seed: tf.random.stateless_normal(shape, seed),
             )
-            prior_means = self._decode_means(tf.cast(prior_z, mu.dtype), training)
+            heads = self._fake_heads(batch)
             fakes = [
-                self._pick_fakes(prior_means),
-                self._pick_fakes(means),
-                losses.best_hypothesis(means, nll, self.wta, head_axis=3),
+                self._prior_fakes(tf.cast(prior_z, mu.dtype), heads, training),
+                self._pick_fakes(means, heads),
+                losses.best_hypothesis(means, nll, self.wta, head_axis=4),
             ]
             real_logits = self.discriminator(images, training=training)
             fake_logits = [self.discriminator(f, training=training) for f in fakes]

@@ -21,6 +21,7 @@ def build_decoder(
     logvar_min=-6.0,
     logvar_max=2.0,
     fused_heads=True,
+    channel_layout="blocked",
 ) -> keras.Model:
     """Outputs (means, log_vars), each [B, hypotheses, image_size, image_size, channels]."""
     stages = num_stages(image_size)
@@ -49,6 +50,7 @@ def build_decoder(
         logvar_min=logvar_min,
         logvar_max=logvar_max,
         fused=fused_heads,
+        channel_layout=channel_layout,
         name="hypotheses",
     )(h)
     return keras.Model(z, [means, log_vars], name="decoder")

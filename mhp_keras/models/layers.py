@@ -1,18 +1,29 @@
 """Custom layers: the fused hypothesis heads and the discriminator's minibatch statistic."""
 
 import keras
+import numpy as np
 from keras import ops
+
+CHANNEL_LAYOUTS = ("blocked", "interleaved")
 
 
 @keras.saving.register_keras_serializable(package="mhp_keras")
 class HypothesisHeads(keras.layers.Layer):
     """H parallel Conv2DTranspose heads, each predicting a per-pixel Gaussian (mean, log-variance).
 
-    With `fused=True` (the default) the H heads are one Conv2DTranspose with H * 2C output channels:
-    output channels [k*2C, (k+1)*2C) are head k. A transposed convolution computes every output
-    channel from its own kernel slice only, so this is exactly H separate heads (and a losing head
-    still gets zero gradient), but it runs as one large convolution instead of H small ones.
-    `fused=False` builds H separate layers, for comparison.
+    With `fused=True` (the default) the H heads are one Conv2DTranspose with H * 2C output channels.
+    A transposed convolution computes every output channel from its own kernel slice only, so this
+    is exactly H separate heads (and a losing head still gets zero gradient), but it runs as one
+    large convolution instead of H small ones. `fused=False` builds H separate layers, for
+    comparison.
+
+    `channel_layout` orders the fused output channels: "blocked" (the default) puts the H * C
+    means first, then the H * C log-variances, each block channel-major (output channel c * H + k
+    of a block is head k's image channel c), so that splitting means from log-variances is two
+    contiguous copies and the result already is the training step's [B, h, w, C, H] layout.
+    "interleaved" gives head k the channels [k*2C, (k+1)*2C), means first; it is how models saved
+    before the blocked layout store their kernels (their configs have no `channel_layout`, and
+    `from_config` keeps them interleaved). Separate heads are always stored interleaved.
 
     Outputs `means` in (0, 1) (a sigmoid; images are scaled to [0, 1]) and `log_vars` squashed
     smoothly into [logvar_min, logvar_max] so the NLL cannot collapse to -inf. Both are
@@ -28,9 +39,14 @@ class HypothesisHeads(keras.layers.Layer):
         kernel_size=4,
         strides=2,
         fused=True,
+        channel_layout="blocked",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if channel_layout not in CHANNEL_LAYOUTS:
+            raise ValueError(
+                f"channel_layout={channel_layout!r}: expected one of {list(CHANNEL_LAYOUTS)}."
+            )
         self.hypotheses = int(hypotheses)
         self.channels = int(channels)
         self.logvar_min = float(logvar_min)
@@ -38,6 +54,7 @@ class HypothesisHeads(keras.layers.Layer):
         self.kernel_size = kernel_size
         self.strides = strides
         self.fused = bool(fused)
+        self.channel_layout = channel_layout
         conv_args = dict(kernel_size=kernel_size, strides=strides, padding="same")
         if self.fused:
             self.convs = [
@@ -51,54 +68,113 @@ class HypothesisHeads(keras.layers.Layer):
                 for k in range(self.hypotheses)
             ]
 
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config.setdefault("channel_layout", "interleaved")  # saved before the blocked layout
+        return cls(**config)
+
     def build(self, input_shape):
         for conv in self.convs:
             conv.build(input_shape)
 
+    @property
+    def _blocked(self) -> bool:
+        return self.fused and self.channel_layout == "blocked"
+
+    def _positions(self, part):
+        """[C, H] table: where channel c of head k's `part` ("mean" or "log_var") is among the
+        output channels of all convs, concatenated."""
+        c = np.arange(self.channels)[:, None]
+        k = np.arange(self.hypotheses)[None, :]
+        offset = 0 if part == "mean" else 1
+        if self._blocked:
+            return offset * self.hypotheses * self.channels + c * self.hypotheses + k
+        return k * 2 * self.channels + offset * self.channels + c
+
     def call(self, features):
         means, log_vars = self.native(features)
-        order = (0, 3, 1, 2, 4)  # [B, h, w, H, C] -> [B, H, h, w, C]
+        order = (0, 4, 1, 2, 3)  # [B, h, w, C, H] -> [B, H, h, w, C]
         return ops.transpose(means, order), ops.transpose(log_vars, order)
 
     def native(self, features):
-        """(means, log_vars) in the convolution's own layout [B, h, w, H, C].
+        """(means, log_vars) in the training step's layout [B, h, w, C, H].
 
-        The training step works in this layout: moving the heads axis in front of the pixels is
-        a full copy of both tensors (and of their gradients) that grows with H.
+        Heads last, channels before them: the NLL then broadcasts each pixel's image channel over
+        a contiguous run of H values and sums over channels across those runs, which is faster on
+        CPU than working on H runs of C values; and moving the heads axis in front of the pixels
+        would be a full copy of both tensors (and of their gradients) that grows with H.
         """
-        raw = ops.concatenate([conv(features) for conv in self.convs], axis=-1)
+        raws = [conv(features) for conv in self.convs]
+        raw = raws[0] if len(raws) == 1 else ops.concatenate(raws, axis=-1)
+        # The Gaussians are float32 whatever the compute dtype: the NLL is computed in float32
+        # anyway, and CPU element-wise kernels run slower on bfloat16 than on float32.
+        raw = ops.cast(raw, "float32")
+        if self._blocked:
+            # A split, not two slices: the gradient of a slice (StridedSliceGrad) scatters into a
+            # zero tensor; a split's gradient is a concat.
+            raw_means, raw_log_vars = ops.split(raw, 2, axis=-1)
+        else:
+            raw_means = ops.take(raw, self._positions("mean").reshape(-1), axis=-1)
+            raw_log_vars = ops.take(raw, self._positions("log_var").reshape(-1), axis=-1)
         h, w = raw.shape[1], raw.shape[2]
-        raw = ops.reshape(raw, (-1, h, w, self.hypotheses, 2 * self.channels))
-        # A split, not two slices: the gradient of a slice (StridedSliceGrad) scatters into a
-        # zero tensor and took half the heads' training time on CPU; a split's gradient is a concat.
-        raw_means, raw_log_vars = ops.split(raw, 2, axis=-1)
-        means = ops.sigmoid(raw_means)
+        shape = (-1, h, w, self.channels, self.hypotheses)
+        means = ops.reshape(ops.sigmoid(raw_means), shape)
         span = self.logvar_max - self.logvar_min
-        log_vars = self.logvar_min + span * ops.sigmoid(raw_log_vars)
+        log_vars = ops.reshape(self.logvar_min + span * ops.sigmoid(raw_log_vars), shape)
         return means, log_vars
 
+    def _mean_weights(self):
+        """The means' kernel [k, k, C * H, F_in] and bias [C * H], channel-major like `native`,
+        whatever the layout: the log-variance channels dropped."""
+        kernels = [conv.kernel for conv in self.convs]
+        biases = [conv.bias for conv in self.convs]
+        kernel = kernels[0] if len(kernels) == 1 else ops.concatenate(kernels, axis=2)
+        bias = biases[0] if len(biases) == 1 else ops.concatenate(biases, axis=0)
+        index = self._positions("mean").reshape(-1)
+        if self._blocked:  # already contiguous: a slice
+            return kernel[:, :, : index.size], bias[: index.size]
+        return ops.take(kernel, index, axis=2), ops.take(bias, index, axis=0)
+
     def means_only(self, features):
-        """The hypothesis means alone, in the native layout [B, h, w, H, C], without the
+        """The hypothesis means alone, in the native layout [B, h, w, C, H], without the
         log-variances.
 
-        Prior samples only need means (the discriminator never sees a variance), so this runs the
-        transposed convolution with just the mean channels of each head's kernel: identical
-        values to `native(features)[0]` at half the head cost.
+        For decodings whose variances nobody uses (the discriminator never sees one), this runs
+        the transposed convolution with just the mean channels of each head's kernel: the values
+        of `native(features)[0]` at half the head cost.
         """
-        width = 2 * self.channels
-        kernels, biases = [], []
-        for conv in self.convs:
-            heads = conv.filters // width
-            index = [k * width + c for k in range(heads) for c in range(self.channels)]
-            kernels.append(ops.take(conv.kernel, index, axis=2))
-            biases.append(ops.take(conv.bias, index, axis=0))
-        kernel = ops.concatenate(kernels, axis=2)
-        bias = ops.concatenate(biases, axis=0)
+        kernel, bias = self._mean_weights()
         raw = ops.conv_transpose(
             features, ops.cast(kernel, features.dtype), self.strides, padding="same"
         ) + ops.cast(bias, features.dtype)
         h, w = raw.shape[1], raw.shape[2]
-        return ops.sigmoid(ops.reshape(raw, (-1, h, w, self.hypotheses, self.channels)))
+        return ops.sigmoid(ops.reshape(raw, (-1, h, w, self.channels, self.hypotheses)))
+
+    def selected_means(self, features, heads):
+        """The mean of head `heads[b]` for each image b: [B, h, w, C], the values of
+        `means_only(features)[b, ..., heads[b]]` at the cost of a single head.
+
+        A transposed convolution is, per input pixel, a matmul with the kernel followed by an
+        overlap-add of the k x k taps into the output. The matmul takes each image's own head
+        (a batched matmul with gathered kernels); the overlap-add is a transposed convolution
+        with a constant 0/1 kernel that routes tap (p, q, c) to kernel position (p, q), channel
+        c, so strides and padding follow the real layer's exactly.
+        """
+        kernel, bias = self._mean_weights()
+        kh, kw, _, fin = kernel.shape
+        c = self.channels
+        taps_per_pixel = kh * kw * c
+        per_head = ops.reshape(kernel, (kh, kw, c, self.hypotheses, fin))
+        per_head = ops.reshape(ops.transpose(per_head, (3, 4, 0, 1, 2)), (-1, fin, taps_per_pixel))
+        chosen = ops.cast(ops.take(per_head, heads, axis=0), features.dtype)  # [B, F_in, taps]
+        h, w = features.shape[1], features.shape[2]
+        taps = ops.matmul(ops.reshape(features, (-1, h * w, fin)), chosen)
+        taps = ops.reshape(taps, (-1, h, w, taps_per_pixel))
+        route = ops.reshape(ops.eye(taps_per_pixel), (kh, kw, c, taps_per_pixel))
+        raw = ops.conv_transpose(taps, ops.cast(route, features.dtype), self.strides, "same")
+        head_bias = ops.take(ops.transpose(ops.reshape(bias, (c, self.hypotheses))), heads, axis=0)
+        return ops.sigmoid(raw + ops.cast(head_bias, features.dtype)[:, None, None, :])
 
     def compute_output_shape(self, input_shape):
         b, h, w = input_shape[0], input_shape[1], input_shape[2]
@@ -117,6 +193,7 @@ class HypothesisHeads(keras.layers.Layer):
             kernel_size=self.kernel_size,
             strides=self.strides,
             fused=self.fused,
+            channel_layout=self.channel_layout,
         )
         return config
 
