@@ -4,9 +4,9 @@ import os
 
 import numpy as np
 import pytest
+from config_helpers import data_config
 from PIL import Image
 
-from mhp_keras.config_defaults import base_config
 from mhp_keras.data import load_data
 from mhp_keras.data.pipeline import dataset_for_split
 from mhp_keras.errors import ConfigError, DataError
@@ -34,17 +34,16 @@ def root(tmp_path):
 
 
 def config_for(root, **data):
-    c = base_config()
-    c.data.name = "folders"
-    c.data.root = root
-    c.data.normal_class = "good"
-    c.data.image_size = 16
-    c.data.channels = 3
-    c.data.batch_size = 4
-    c.data.val_fraction = 0.2
-    for key, value in data.items():
-        c.data[key] = value
-    return c
+    defaults = dict(
+        name="folders",
+        root=root,
+        normal_class="good",
+        image_size=16,
+        channels=3,
+        batch_size=4,
+        val_fraction=0.2,
+    )
+    return data_config(defaults | data)
 
 
 def test_end_to_end(root):

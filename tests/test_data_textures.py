@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from config_helpers import data_config
 from numpy.lib.stride_tricks import sliding_window_view
 
-from mhp_keras.config_defaults import base_config
 from mhp_keras.data import load_data
 from mhp_keras.data.pipeline import dataset_for_split
 from mhp_keras.data.textures import DEFECTS, TEXTURES, TRAIN_ROWS, add_defect, texture_photo
@@ -14,18 +14,17 @@ PATCH = 32
 
 
 def config_for(**data):
-    c = base_config()
-    c.data.name = "textures"
-    c.data.image_size = 16
-    c.data.channels = 1
-    c.data.batch_size = 64
-    c.data.patch_size = PATCH
-    c.data.train_patches = 20
-    c.data.test_patches = 16
-    c.data.val_fraction = 0.25
-    for key, value in data.items():
-        c.data[key] = value
-    return c
+    defaults = dict(
+        name="textures",
+        image_size=16,
+        channels=1,
+        batch_size=64,
+        patch_size=PATCH,
+        train_patches=20,
+        test_patches=16,
+        val_fraction=0.25,
+    )
+    return data_config(defaults | data)
 
 
 def rows_of(patches, photo):

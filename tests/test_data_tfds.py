@@ -3,24 +3,23 @@
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from config_helpers import data_config
 
-from mhp_keras.config_defaults import base_config
 from mhp_keras.data import load_data
 from mhp_keras.data.pipeline import dataset_for_split
 from mhp_keras.errors import ConfigError, DataError
 
 
 def config_for(name, **data):
-    c = base_config()
-    c.data.name = "tfds"
-    c.data.tfds_name = name
-    c.data.image_size = 16
-    c.data.channels = 3 if name in ("cifar10", "svhn_cropped") else 1
-    c.data.batch_size = 64
-    c.data.val_fraction = 0.25
-    for key, value in data.items():
-        c.data[key] = value
-    return c
+    defaults = dict(
+        name="tfds",
+        tfds_name=name,
+        image_size=16,
+        channels=3 if name in ("cifar10", "svhn_cropped") else 1,
+        batch_size=64,
+        val_fraction=0.25,
+    )
+    return data_config(defaults | data)
 
 
 @pytest.mark.parametrize(
