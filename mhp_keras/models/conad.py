@@ -352,7 +352,8 @@ class ConAD(keras.Model):
                 tf.stack([batch, self.latent_dim]),
                 lambda shape, seed: tf.random.stateless_normal(shape, seed),
             )
-            heads = self._fake_heads(batch)
+            # Only drawn when D sees one head per image; otherwise every head is a fake.
+            heads = self._fake_heads(batch) if self._samples_one_head else None
             fakes = [
                 self._prior_fakes(tf.cast(prior_z, mu.dtype), heads, training),
                 self._pick_fakes(means, heads),
