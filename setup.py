@@ -10,13 +10,17 @@ setup(
     description="Anomaly detection with multiple-hypotheses predictions (ConAD) in Keras 3",
     long_description=pathlib.Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",  # datetime.UTC (export metadata)
     packages=find_packages(include=["mhp_keras", "mhp_keras.*", "configs"]),
     py_modules=["train_main"],
     install_requires=[
-        # tensorflow-cpu is the same 2.21 without CUDA libraries; use `tensorflow` on GPU hosts.
-        "tensorflow-cpu==2.21.*",
-        "keras>=3.10,<4",
+        # One TensorFlow distribution for every host: `tensorflow` runs on the CPU, and on GPUs with
+        # the CUDA libraries of the `gpu` extra (never also `tensorflow-cpu`, which would be a
+        # second copy of the same package).
+        "tensorflow==2.21.*",
+        # The tested minor: the multi-worker log workaround in ConAD._update_metrics depends on
+        # how this Keras reduces logs (tests/test_model_settings.py checks the flag it reads).
+        "keras>=3.15,<3.16",
         "tensorboard>=2.21",
         "tensorflow-datasets>=4.9",
         "importlib_resources",  # tfds needs it to download and prepare data
@@ -31,7 +35,10 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
+        "gpu": ["tensorflow[and-cuda]==2.21.*"],
         "test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6"],
     },
-    entry_points={"console_scripts": ["mhp-predict=mhp_keras.predict:cli"]},
+    entry_points={
+        "console_scripts": ["mhp-predict=mhp_keras.predict:cli", "mhp-train=train_main:cli"]
+    },
 )

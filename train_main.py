@@ -1,23 +1,27 @@
 """Command-line entry point: train, evaluate and export a ConAD model from an ml_collections config.
 
-    python train_main.py --config=configs/digits.py --workdir=runs/digits \
+    python train_main.py --config=configs/digits.py --workdir=runs/digits \\
         [--config.model.hypotheses=8 ...] [--mode=train_and_evaluate|train|evaluate|export]
 
-User mistakes (bad flags, config values, files) are printed as one paragraph, without a traceback,
-and exit with status 2.
+Installed as `mhp-train`. User mistakes (bad flags, config files, keys or values, folders) are
+printed as one paragraph, without a traceback, and exit with status 2 (see mhp_keras/cli.py).
+TensorFlow is imported only once the flags are checked, so such mistakes are reported at once.
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter out of logs
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from mhp_keras.cli import define_config_file, ensure_output_dir, run_app  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file(
+HERE = os.path.dirname(os.path.abspath(__file__))
+# Modes that write into --workdir; the others only read a finished run from it.
+WRITING_MODES = ("train_and_evaluate", "train", "benchmark_classes")
+
+_CONFIG = define_config_file(
     "config", os.path.join(HERE, "configs", "digits.py"), "Experiment config file (configs/*.py)."
 )
 _WORKDIR = flags.DEFINE_string(
@@ -37,7 +41,9 @@ _STRATEGY = flags.DEFINE_enum(
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Discard a run with a different config in --workdir instead of refusing."
 )
-_SEEDS = flags.DEFINE_integer("seeds", 1, "Seeds per class for --mode=benchmark_classes.")
+_SEEDS = flags.DEFINE_integer(
+    "seeds", 1, "Seeds per class for --mode=benchmark_classes.", lower_bound=1
+)
 
 
 def default_workdir() -> str:
@@ -60,31 +66,32 @@ def summary_line(metrics: dict) -> str:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from mhp_keras.errors import UserError
-
+    del argv  # positional arguments are refused while the flags are parsed
     workdir = _WORKDIR.value or default_workdir()
-    try:
-        if _MODE.value == "benchmark_classes":
-            from mhp_keras.class_benchmark import run_all_classes
+    if _MODE.value in WRITING_MODES:
+        # Before the minutes of data loading and model building that precede the first write.
+        ensure_output_dir("--workdir", workdir)
+    if _MODE.value == "benchmark_classes":
+        from mhp_keras.class_table import run_all_classes
 
-            result = run_all_classes(
-                _CONFIG.value, workdir, seeds=_SEEDS.value, strategy=_STRATEGY.value
-            )
-            print(f"RESULT per-class table written to {result['markdown']}")
-            return
-        from mhp_keras.experiment import run
+        result = run_all_classes(
+            _CONFIG.value, workdir, seeds=_SEEDS.value, strategy=_STRATEGY.value
+        )
+        print(f"RESULT per-class table written to {result['markdown']}")
+        return
+    from mhp_keras.experiment import run
 
-        metrics = run(_CONFIG.value, workdir, _MODE.value, _STRATEGY.value, _OVERWRITE.value)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    metrics = run(_CONFIG.value, workdir, _MODE.value, _STRATEGY.value, _OVERWRITE.value)
     if "image_auroc" in metrics:
         print(summary_line(metrics) + f" workdir={workdir}")
     elif "export" in metrics:
         print(f"RESULT exported to {metrics['export']}")
 
 
+def cli():
+    """Console-script entry point (`mhp-train`)."""
+    run_app(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    cli()

@@ -2,8 +2,10 @@
 
 Keras' own ModelCheckpoint and BackupAndRestore write straight to the final path, so a kill during
 a save can leave a half-written file under the good name; and after TerminateOnNaN stops a run,
-the epoch-end callbacks would still save the diverged weights. These subclasses write to a
-temporary file and rename it into place, and never save a model whose logs are not finite.
+the epoch-end callbacks would still save the diverged weights. These callbacks write to a
+temporary file and rename it into place, and never save a model whose logs are not finite. They
+use only public Keras API: the backup is read before `fit` (`restore_backup`), which then starts
+at `initial_epoch`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from absl import logging
 from mhp_keras.io_utils import atomic_path
 
 EPOCH_ATTR = "mhp_keras_epoch"
+BACKUP_FILE = "latest.weights.h5"
 
 
 def non_finite_logs(logs) -> list[str]:
@@ -61,56 +64,54 @@ class DivergenceGuard(keras.callbacks.TerminateOnNaN):
             self.model.stop_training = True
 
 
-class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
-    """ModelCheckpoint whose saves are atomic and which never saves non-finite weights."""
+class AtomicModelCheckpoint(keras.callbacks.Callback):
+    """Saves the whole model to `path` at every epoch end, atomically, unless the epoch's losses
+    are not finite (after a divergence the previous good model stays)."""
 
-    def _save_model(self, epoch, batch, logs):
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def on_epoch_end(self, epoch, logs=None):
         if non_finite_logs(logs):
             logging.warning("Not checkpointing epoch %d: its losses are not finite.", epoch + 1)
             return
-        final = self._get_file_path(epoch, batch, logs)
-        if not self._should_save_model(epoch, batch, logs, final):
-            return
-        suffix = ".weights.h5" if self.save_weights_only else os.path.splitext(final)[1]
-        with atomic_path(final, suffix=suffix) as tmp:
-            if self.save_weights_only:
-                self.model.save_weights(tmp, overwrite=True)
-            else:
-                self.model.save(tmp, overwrite=True)
+        with atomic_path(self.path, suffix=os.path.splitext(self.path)[1]) as tmp:
+            self.model.save(tmp, overwrite=True)
 
 
-class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore with atomic writes, skipping epochs whose losses are not finite.
+class EpochBackup(keras.callbacks.Callback):
+    """Writes the resume state at every epoch end: the weights of the model and of both
+    optimizers (they are attributes of ConAD, so `save_weights` includes them) and the number of
+    completed epochs, in one file replaced by one atomic rename, so a kill at any moment loses no
+    epoch and repeats none. `restore_backup` reads it before the next `fit`."""
 
-    The backup holds the weights of the model and of both optimizers (they are attributes of
-    ConAD, so `save_weights` includes them) and the epoch, so a killed run resumes exactly where
-    its last completed epoch ended.
-    """
-
-    def __init__(self, backup_dir, **kwargs):
-        kwargs.setdefault("double_checkpoint", False)  # atomic writes make the copy unnecessary
-        super().__init__(backup_dir, **kwargs)
+    def __init__(self, backup_dir: str):
+        super().__init__()
+        self.path = backup_path(backup_dir)
 
     def on_epoch_end(self, epoch, logs=None):
         if non_finite_logs(logs):
             logging.warning("Not backing up epoch %d: its losses are not finite.", epoch + 1)
-            self._current_epoch = epoch + 1
             return
-        super().on_epoch_end(epoch, logs)
-
-    def _save_model(self):
-        os.makedirs(self.backup_dir, exist_ok=True)
-        # The epoch is stored inside the weights file, so weights and epoch are replaced by one
-        # atomic rename: a kill at any moment loses no epoch and repeats none.
-        with atomic_path(self._weights_path, suffix=".weights.h5") as tmp:
-            self.model.save_weights(filepath=tmp, overwrite=True)
+        with atomic_path(self.path, suffix=".weights.h5") as tmp:
+            self.model.save_weights(tmp, overwrite=True)
             with h5py.File(tmp, "a") as f:
-                f.attrs[EPOCH_ATTR] = self._current_epoch
+                f.attrs[EPOCH_ATTR] = epoch + 1
 
-    def _load_model(self):
-        if not os.path.exists(self._weights_path):
-            return
-        self.model.load_weights(self._weights_path)
-        with h5py.File(self._weights_path, "r") as f:
-            self.model._initial_epoch = int(f.attrs[EPOCH_ATTR])
-        logging.info("Resumed from %s at epoch %d.", self._weights_path, self.model._initial_epoch)
+
+def backup_path(backup_dir: str) -> str:
+    return os.path.join(backup_dir, BACKUP_FILE)
+
+
+def restore_backup(model, backup_dir: str) -> int:
+    """Loads the backup in `backup_dir` into a built and compiled `model`; returns the number of
+    completed epochs, which is `fit`'s `initial_epoch` (0 when there is no backup)."""
+    path = backup_path(backup_dir)
+    if not os.path.exists(path):
+        return 0
+    model.load_weights(path)
+    with h5py.File(path, "r") as f:
+        epoch = int(f.attrs[EPOCH_ATTR])
+    logging.info("Resumed from %s after epoch %d.", path, epoch)
+    return epoch

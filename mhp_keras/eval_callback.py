@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from mhp_keras import metrics as metric_fns
 from mhp_keras.evaluation import collect
-from mhp_keras.reports import heatmap_norm, heatmap_rgb
+from mhp_keras.reports import heatmap_rgb, model_heatmap_scale
 
 N_IMAGES = 4
 
@@ -56,7 +56,7 @@ class AUROCCallback(keras.callbacks.Callback):
         images = batch["image"].numpy()
         if images.shape[-1] == 1:
             images = np.repeat(images, 3, axis=-1)
-        norm = heatmap_norm(result["maps"], result["labels"])  # the reports' figure-wide scale
+        norm = model_heatmap_scale(self.model, result["maps"], result["labels"])
         heat = heatmap_rgb(out["anomaly_map"].numpy(), norm)
         hyps = out["hypotheses"].numpy()  # [n, K, h, w, C]
         n, k, h, w, c = hyps.shape

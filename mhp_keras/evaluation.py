@@ -79,59 +79,41 @@ def scores_csv(result: dict, threshold: float) -> str:
     return buffer.getvalue()
 
 
-def pixel_anchor(threshold: float, aggregate: str, topk_fraction: float, pixels: int):
-    """The pixel value that anchors the heat-map colour scale: the mean value a pixel of the
-    aggregated set has in an image scored exactly at the threshold (None without a threshold)."""
-    if not np.isfinite(threshold):
-        return None
-    if aggregate == "sum":
-        return threshold / pixels
-    if aggregate == "topk":
-        return threshold / max(1, int(np.ceil(pixels * topk_fraction)))
-    return threshold
-
-
 def write_report(model, images, config, result: dict, threshold: float, report_dir: str) -> list:
     """ROC, score histograms and an example grid of the most and least anomalous test images."""
     from mhp_keras import reports
 
-    os.makedirs(report_dir, exist_ok=True)
-    labels, scores = result["labels"], result["scores"]
-    written = [
-        reports.plot_roc(os.path.join(report_dir, "roc.png"), labels, scores),
-        reports.plot_score_histogram(
-            os.path.join(report_dir, "histogram.png"), labels, scores, threshold
-        ),
-    ]
     # Only the examples shown are decoded again, so a large test set is never held in memory.
-    chosen = reports.select_examples(scores, 8)
+    chosen = reports.select_examples(result["scores"], 8)
     picked = images.subset(chosen)
     batch = next(
         iter(dataset_for_split(picked, config, training=False).unbatch().batch(len(chosen)))
     )
     out = model.analyze(batch["image"])
-    masks = batch["mask"].numpy()[..., 0] if images.has_masks else None
-    path = os.path.join(report_dir, "examples.png")
-    reports.plot_examples(
-        path,
-        batch["image"].numpy(),
-        out["best_hypothesis"].numpy(),
-        out["hypotheses"].numpy(),
-        out["anomaly_map"].numpy(),
-        out["anomaly_score"].numpy(),
-        batch["label"].numpy(),
-        [result["ids"][i] for i in chosen],
-        threshold,
-        masks=masks,
-        pixel_threshold=pixel_anchor(
-            threshold,
-            model.score_aggregate,
-            model.topk_fraction,
-            model.image_size * model.image_size,
+    examples = {
+        "images": batch["image"].numpy(),
+        "best": out["best_hypothesis"].numpy(),
+        "hypotheses": out["hypotheses"].numpy(),
+        "maps": out["anomaly_map"].numpy(),
+        "scores": out["anomaly_score"].numpy(),
+        "labels": batch["label"].numpy(),
+        "ids": [result["ids"][i] for i in chosen],
+        "masks": batch["mask"].numpy()[..., 0] if images.has_masks else None,
+    }
+    return reports.write_report(
+        report_dir,
+        labels=result["labels"],
+        scores=result["scores"],
+        threshold=threshold,
+        examples=examples,
+        norm=reports.heatmap_scale(
+            result["maps"],
+            result["labels"],
+            threshold=threshold,
+            aggregate=model.score_aggregate,
+            topk_fraction=model.topk_fraction,
         ),
     )
-    written.append(path)
-    return written
 
 
 def evaluate(model, data, config, workdir: str, threshold: float | None = None) -> dict:
@@ -144,7 +126,7 @@ def evaluate(model, data, config, workdir: str, threshold: float | None = None) 
     out = compute_metrics(result, threshold, model.hypotheses)
     out["threshold_source"] = source
     write_text_atomic(os.path.join(workdir, "scores.csv"), scores_csv(result, threshold))
-    if config.eval.get("report", True):
+    if config.eval.report:
         out["report"] = write_report(
             model, data.test, config, result, threshold, os.path.join(workdir, "report")
         )

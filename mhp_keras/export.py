@@ -46,15 +46,13 @@ import json
 import math
 import os
 import re
-import shutil
-import tempfile
 
 import tensorflow as tf
 
 import mhp_keras
 from mhp_keras.data.pipeline import convert_channels, resize_image
 from mhp_keras.errors import ConfigError, UserError
-from mhp_keras.io_utils import write_json_atomic
+from mhp_keras.io_utils import atomic_path, write_json_atomic
 
 METADATA_FILE = os.path.join("assets.extra", "mhp_keras.json")
 OUTPUT_KEYS = ("anomaly_score", "anomaly_map", "is_anomalous", "best_hypothesis", "winner_index")
@@ -147,7 +145,7 @@ class _ServingModule(tf.Module):
         self.serving_bytes = serving_bytes
 
 
-def export_metadata(model, model_name: str, version: int) -> dict:
+def export_metadata(model, model_name: str | None, version: int | None) -> dict:
     threshold = float(model.threshold.numpy())
     return {
         "format": "mhp_keras.conad.saved_model",
@@ -172,6 +170,38 @@ def export_metadata(model, model_name: str, version: int) -> dict:
             "outputs": list(OUTPUT_KEYS),
         },
     }
+
+
+def write_saved_model(
+    model,
+    path: str,
+    *,
+    model_name: str | None = None,
+    version: int | None = None,
+    overwrite: bool = True,
+) -> str:
+    """Writes the serving SavedModel (both signatures and the metadata file) to exactly `path`.
+
+    Written under a hidden temporary name beside `path` (which TF Serving ignores) and renamed into
+    place, so `path` holds either its old contents or the complete new model. With
+    `overwrite=False` an existing `path` raises FileExistsError. `ConAD.export` and
+    `export_saved_model` both write through here.
+    """
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        os.makedirs(tmp)
+        module = _ServingModule(model)
+        tf.saved_model.save(
+            module,
+            tmp,
+            signatures={
+                "serving_default": module.serving_default.get_concrete_function(),
+                "serving_bytes": module.serving_bytes.get_concrete_function(),
+            },
+        )
+        write_json_atomic(
+            os.path.join(tmp, METADATA_FILE), export_metadata(model, model_name, version)
+        )
+    return path
 
 
 def export_saved_model(
@@ -204,38 +234,13 @@ def export_saved_model(
             f"{final} already exists; an exported version is never overwritten. Choose another "
             "version, leave version unset to use the next free one, or pass overwrite=True."
         )
-    os.makedirs(model_dir, exist_ok=True)
-    # Hidden and not an integer, so TF Serving ignores it while it is being written.
-    tmp = tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=model_dir)
     try:
-        module = _ServingModule(model)
-        tf.saved_model.save(
-            module,
-            tmp,
-            signatures={
-                "serving_default": module.serving_default.get_concrete_function(),
-                "serving_bytes": module.serving_bytes.get_concrete_function(),
-            },
-        )
-        write_json_atomic(
-            os.path.join(tmp, METADATA_FILE), export_metadata(model, model_name, version)
-        )
-        if overwrite and os.path.exists(final):
-            old = tmp + ".old"
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            try:
-                os.rename(tmp, final)  # fails if another writer created the version meanwhile
-            except OSError as e:
-                raise UserError(
-                    f"could not move the export into {final} ({e}); another export may have "
-                    "written this version at the same time. Export again with another version."
-                ) from e
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_saved_model(model, final, model_name=model_name, version=version, overwrite=overwrite)
+    except FileExistsError as e:
+        raise UserError(
+            f"could not move the export into {final} ({e}); another export may have "
+            "written this version at the same time. Export again with another version."
+        ) from e
     return final
 
 

@@ -7,6 +7,7 @@ good file or the new complete one, never a half-written file under the real name
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -15,11 +16,13 @@ import tempfile
 
 
 @contextlib.contextmanager
-def atomic_path(path: str, suffix: str = ""):
+def atomic_path(path: str, suffix: str = "", *, overwrite: bool = True):
     """Yields a temporary path beside `path`; on success renames it over `path`.
 
-    Works for files and for directories (a directory target is replaced whole). On an exception
-    the temporary is removed and `path` is left as it was.
+    Works for files and for directories (a directory target is replaced whole). The temporary's
+    name starts with a dot, so watchers of the folder (TF Serving's version scan) ignore it. With
+    `overwrite=False` an existing `path` is never replaced: FileExistsError instead. On an
+    exception the temporary is removed and `path` is left as it was.
     """
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
@@ -31,7 +34,11 @@ def atomic_path(path: str, suffix: str = ""):
     os.remove(tmp)  # the writer creates it (some writers refuse an existing file)
     try:
         yield tmp
-        if os.path.isdir(tmp) and os.path.isdir(path):
+        if not overwrite:
+            if os.path.lexists(path):
+                raise FileExistsError(errno.EEXIST, "already exists", path)
+            os.rename(tmp, path)  # also fails if a non-empty directory appeared meanwhile
+        elif os.path.isdir(tmp) and os.path.isdir(path):
             # Directories cannot be renamed over a non-empty one: move the old aside first.
             old = tmp + ".old"
             os.rename(path, old)

@@ -13,9 +13,9 @@ import math
 
 import tensorflow as tf
 
+from mhp_keras.model_settings import AGGREGATES, WTA_MODES
+
 LOG_2PI = math.log(2.0 * math.pi)
-WTA_MODES = ("sample", "pixel")
-AGGREGATES = ("sum", "mean", "topk")
 
 
 def _channel_axis(head_axis):
@@ -68,7 +68,7 @@ def winner_mask(nll, mode="sample", eps=0.0):
         return tf.broadcast_to(weights[:, :, None, None], tf.shape(nll))
     if mode == "pixel":
         return _relaxed(tf.one_hot(tf.argmin(nll, axis=1), k, axis=1, dtype=nll.dtype), eps)
-    raise ValueError(f"loss.wta must be one of {WTA_MODES}, got {mode!r}")
+    raise ValueError(f"mode={mode!r}: expected one of {list(WTA_MODES)}.")
 
 
 def wta_loss(nll, mode="sample", eps=0.0):
@@ -98,7 +98,7 @@ def anomaly_map(nll, mode="sample"):
         return tf.gather(nll, winners, axis=1, batch_dims=1)
     if mode == "pixel":
         return tf.reduce_min(nll, axis=1)
-    raise ValueError(f"wta mode must be one of {WTA_MODES}, got {mode!r}")
+    raise ValueError(f"mode={mode!r}: expected one of {list(WTA_MODES)}.")
 
 
 def take_last_axis(values, index):
@@ -147,4 +147,4 @@ def aggregate_map(amap, method="sum", topk_fraction=0.1):
         k = tf.cast(tf.math.ceil(tf.cast(n, tf.float64) * topk_fraction), tf.int32)
         k = tf.clip_by_value(k, 1, n)
         return tf.reduce_sum(tf.math.top_k(flat, k=k, sorted=False).values, axis=1)
-    raise ValueError(f"score.aggregate must be one of {AGGREGATES}, got {method!r}")
+    raise ValueError(f"method={method!r}: expected one of {list(AGGREGATES)}.")

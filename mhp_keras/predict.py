@@ -10,9 +10,11 @@ decoding, channel conversion and resizing are the exported graph's, the same as 
 Writes `OUTPUT_DIR/scores.csv` (path, score, is_anomalous, winner_index) and, with `--heatmaps`,
 one PNG per image in `OUTPUT_DIR/heatmaps/` (named after the image's path relative to the input
 folder). Heatmaps share one colour scale over the whole run, never a per-image min-max, so colours
-compare across images: 0 at the 1st and 1 at the 99.9th percentile of all anomaly-map pixels of
-the run (a subsample for large runs), recorded in `OUTPUT_DIR/heatmap_scale.json`. Bad input
-(missing path, empty folder, undecodable file, no SavedModel) prints one paragraph and exits 2.
+compare across images: the project's one rule (`mhp_keras.reports.heatmap_scale`) over all
+anomaly-map pixels of the run (a subsample for large runs), centred on the model's threshold,
+recorded in `OUTPUT_DIR/heatmap_scale.json`. Bad input
+(missing path, empty folder, undecodable file, no SavedModel, a bad flag) prints one paragraph and
+exits 2 (see mhp_keras/cli.py).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import csv
 import io
 import math
 import os
-import sys
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # a CLI: keep TF's C++ start-up logs quiet
@@ -30,14 +31,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # a CLI: keep TF's C++ start
 import matplotlib.colors as mcolors
 import numpy as np
 import tensorflow as tf
-from absl import app, flags
+from absl import flags
 
+from mhp_keras.cli import ensure_output_dir, run_app
+from mhp_keras.data.image_files import IMAGE_EXTENSIONS
 from mhp_keras.errors import DataError, UserError
 from mhp_keras.export import existing_versions, read_metadata
 from mhp_keras.io_utils import atomic_path, write_json_atomic, write_text_atomic
-from mhp_keras.reports import HIGH_PERCENTILE, LOW_PERCENTILE, heatmap_rgb
+from mhp_keras.reports import HEATMAP_CMAP, heatmap_rgb, heatmap_scale
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 SIGNATURE = "serving_bytes"
 MIN_HEATMAP_SIDE = 128  # small maps are enlarged (nearest neighbour) to at least this side
 _SCALE_SAMPLE = 2_000_000  # pixels used to estimate the run's colour scale
@@ -46,7 +48,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("saved_model", None, "SavedModel version dir, or model dir (highest version).")
 flags.DEFINE_string("input", None, "An image file or a folder of images (png, jpg, jpeg, bmp).")
 flags.DEFINE_string("output_dir", None, "Where scores.csv and heatmaps/ are written.")
-flags.DEFINE_integer("batch_size", 32, "Images per call of the SavedModel.")
+flags.DEFINE_integer("batch_size", 32, "Images per call of the SavedModel.", lower_bound=1)
 flags.DEFINE_boolean("heatmaps", True, "Write one anomaly-map PNG per image into heatmaps/.")
 flags.DEFINE_boolean("recursive", False, "Also score images in subfolders of --input.")
 
@@ -177,9 +179,8 @@ def _heatmap_names(files: list[str], root: str) -> list[str]:
     ]
 
 
-def colourise(amap: np.ndarray, low: float, high: float) -> np.ndarray:
-    """An [h, w] map to an RGB uint8 image on the fixed scale [low, high], enlarged if small."""
-    norm = mcolors.Normalize(low, max(high, low + 1e-12), clip=True)
+def colourise(amap: np.ndarray, norm: mcolors.Normalize) -> np.ndarray:
+    """An [h, w] map to an RGB uint8 image on the run's fixed scale `norm`, enlarged if small."""
     rgb = np.round(heatmap_rgb(amap, norm) * 255).astype(np.uint8)
     factor = max(1, math.ceil(MIN_HEATMAP_SIDE / max(amap.shape)))
     return np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
@@ -207,11 +208,9 @@ def predict(
         raise UserError("--output_dir is required: the folder for scores.csv and heatmaps/.")
     files, root = find_images(input_path, recursive)
     version_dir = resolve_saved_model(saved_model)
+    ensure_output_dir("--output_dir", output_dir)  # before the slow load of the model
     _, signature = load_signature(version_dir)
     metadata = read_metadata(version_dir) or {}
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise DataError(f"--output_dir={output_dir} is a file; expected a folder (or a new path).")
-    os.makedirs(output_dir, exist_ok=True)
 
     bar = None
     if progress and len(files) > batch_size:
@@ -255,21 +254,28 @@ def predict(
         if heatmaps:
             flat = maps.reshape(-1)
             sample = np.asarray(flat[:: max(1, flat.size // _SCALE_SAMPLE)], np.float64)
-            low, high = (float(v) for v in np.percentile(sample, [LOW_PERCENTILE, HIGH_PERCENTILE]))
+            threshold = metadata.get("threshold")
+            norm = heatmap_scale(
+                sample,
+                pixels=maps[0].size,
+                threshold=threshold,
+                aggregate=metadata.get("score_aggregate", "sum"),
+                topk_fraction=metadata.get("topk_fraction", 0.1),
+            )
             scale = {
-                "low": low,
-                "high": high,
+                "low": float(norm.vmin),
+                "high": float(norm.vmax),
+                "center": float(norm.vcenter) if hasattr(norm, "vcenter") else None,
                 "rule": (
-                    f"colour 0 at the {LOW_PERCENTILE}th and 1 at the {HIGH_PERCENTILE}th "
-                    "percentile of all anomaly-map pixels (per-pixel NLL) of this run"
+                    "one colour scale for the run (mhp_keras.reports.heatmap_scale): from a low "
+                    "to a high percentile of all anomaly-map pixels (per-pixel NLL), with the "
+                    "pixel value matching the model's threshold at the middle of the colour map"
                 ),
-                "colormap": "inferno-like (black, purple, red, orange, pale yellow)",
-                "model_threshold": metadata.get("threshold"),
+                "colormap": HEATMAP_CMAP,
+                "model_threshold": threshold,
             }
             for i, name in enumerate(_heatmap_names(files, root)):
-                _write_png(
-                    os.path.join(output_dir, "heatmaps", name), colourise(maps[i], low, high)
-                )
+                _write_png(os.path.join(output_dir, "heatmaps", name), colourise(maps[i], norm))
             write_json_atomic(os.path.join(output_dir, "heatmap_scale.json"), scale)
             del maps, flat, sample  # release the memmap before its folder is removed
 
@@ -285,21 +291,15 @@ def predict(
 
 
 def main(argv):
-    if len(argv) > 1:
-        print(f"error: unexpected arguments {argv[1:]}; all options are --flags.", file=sys.stderr)
-        return 2
-    try:
-        summary = predict(
-            FLAGS.saved_model,
-            FLAGS.input,
-            FLAGS.output_dir,
-            batch_size=FLAGS.batch_size,
-            heatmaps=FLAGS.heatmaps,
-            recursive=FLAGS.recursive,
-        )
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    del argv  # positional arguments are refused while the flags are parsed
+    summary = predict(
+        FLAGS.saved_model,
+        FLAGS.input,
+        FLAGS.output_dir,
+        batch_size=FLAGS.batch_size,
+        heatmaps=FLAGS.heatmaps,
+        recursive=FLAGS.recursive,
+    )
     threshold = summary["threshold"]
     note = "" if threshold is not None else " (the model has no threshold: nothing is flagged)"
     print(
@@ -310,8 +310,8 @@ def main(argv):
 
 
 def cli():
-    """Console-script entry point (`mhp-predict`)."""
-    app.run(main)
+    """Console-script entry point (`mhp-predict`); a `UserError` from `main` exits 2."""
+    run_app(main)
 
 
 if __name__ == "__main__":

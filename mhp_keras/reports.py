@@ -121,6 +121,48 @@ def heatmap_norm(maps, labels=None, pixel_threshold: float | None = None) -> mco
     return mcolors.TwoSlopeNorm(vcenter=pixel_threshold, vmin=low, vmax=high)
 
 
+def pixel_anchor(threshold: float, aggregate: str, topk_fraction: float, pixels: int):
+    """The pixel value that anchors the heat-map colour scale: the mean value a pixel of the
+    aggregated set has in an image scored exactly at the threshold (None without a threshold)."""
+    if threshold is None or not np.isfinite(threshold):
+        return None
+    if aggregate == "sum":
+        return threshold / pixels
+    if aggregate == "topk":
+        return threshold / max(1, int(np.ceil(pixels * topk_fraction)))
+    return threshold
+
+
+def heatmap_scale(
+    maps,
+    labels=None,
+    *,
+    threshold=None,
+    aggregate: str = "sum",
+    topk_fraction: float = 0.1,
+    pixels: int | None = None,
+) -> mcolors.Normalize:
+    """THE colour scale of every heat map this project draws (reports, TensorBoard, mhp-predict):
+    `heatmap_norm` over all the maps of a split or run, centred on the pixel value that matches
+    the image threshold (`pixel_anchor`) when there is one. `maps` is [N, h, w], or a flat sample
+    of pixels with the map size given as `pixels`."""
+    maps = np.asarray(maps)
+    if pixels is None:
+        pixels = int(maps.shape[-2] * maps.shape[-1])
+    return heatmap_norm(maps, labels, pixel_anchor(threshold, aggregate, topk_fraction, pixels))
+
+
+def model_heatmap_scale(model, maps, labels=None) -> mcolors.Normalize:
+    """`heatmap_scale` with a ConAD's stored threshold and score aggregation."""
+    return heatmap_scale(
+        maps,
+        labels,
+        threshold=float(model.threshold.numpy()),
+        aggregate=model.score_aggregate,
+        topk_fraction=model.topk_fraction,
+    )
+
+
 def heatmap_rgb(maps, norm: mcolors.Normalize, cmap: str = HEATMAP_CMAP) -> np.ndarray:
     """Colours [..., h, w, 3] for maps [..., h, w] under a fixed norm: same value, same colour."""
     scaled = np.clip(np.ma.filled(norm(np.asarray(maps, dtype=np.float64)), 0.0), 0.0, 1.0)
@@ -196,12 +238,13 @@ def plot_examples(
     threshold: float,
     masks=None,
     n: int = 8,
-    pixel_threshold: float | None = None,
+    norm: mcolors.Normalize | None = None,
 ) -> str:
     """One row per example: input, best hypothesis, all K hypotheses, heatmap overlay, [mask].
 
-    Rows are the most anomalous then the least anomalous images (`select_examples`). The heatmap
-    scale is computed once from all the given maps (`heatmap_norm`) and shared by every row.
+    Rows are the most anomalous then the least anomalous images (`select_examples`). Every row
+    shares one heat-map scale: `norm` (the split's `heatmap_scale`), or without it
+    `heatmap_scale` of the given maps.
     Shapes: images/best [N, h, w, C] in [0, 1], hypotheses [N, K, h, w, C], maps [N, h', w'],
     masks [N, h, w] or [N, h, w, 1].
     """
@@ -209,7 +252,8 @@ def plot_examples(
     hypotheses, maps = np.asarray(hypotheses), np.asarray(maps, dtype=np.float64)
     if maps.ndim == 4:
         maps = maps[..., 0]
-    norm = heatmap_norm(maps, labels, pixel_threshold)
+    if norm is None:
+        norm = heatmap_scale(maps, labels, threshold=threshold)
     chosen = select_examples(scores, n)
     names = _column_names(hypotheses.shape[1], masks is not None)
     fig = Figure(figsize=(1.35 * len(names) + 1.0, 1.6 * len(chosen) + 0.6), layout="constrained")
@@ -236,28 +280,20 @@ def write_report(
     labels,
     scores,
     threshold: float,
-    images,
-    best,
-    hypotheses,
-    maps,
-    ids,
-    masks=None,
+    examples: dict,
+    norm: mcolors.Normalize,
 ) -> list[str]:
-    """Writes roc.png, histogram.png and examples.png under `report_dir`; returns their paths."""
+    """Writes roc.png, histogram.png and examples.png under `report_dir`; returns their paths.
+
+    `labels` and `scores` are the whole split's; `examples` holds the images to show, with the
+    keys of `plot_examples` (images, best, hypotheses, maps, scores, labels, ids, masks); `norm`
+    is the split's heat-map scale (`heatmap_scale`).
+    """
     os.makedirs(report_dir, exist_ok=True)
     return [
         plot_roc(os.path.join(report_dir, "roc.png"), labels, scores),
         plot_score_histogram(os.path.join(report_dir, "histogram.png"), labels, scores, threshold),
         plot_examples(
-            os.path.join(report_dir, "examples.png"),
-            images,
-            best,
-            hypotheses,
-            maps,
-            scores,
-            labels,
-            ids,
-            threshold,
-            masks=masks,
+            os.path.join(report_dir, "examples.png"), threshold=threshold, norm=norm, **examples
         ),
     ]

@@ -1,7 +1,8 @@
-"""Shared by the tests that run `train_main.py` in a subprocess: the command, its environment and
-the flags of a model small enough to train in seconds."""
+"""Shared by the tests that run `train_main.py` or `mhp_keras.predict` in a subprocess: the
+commands, their environment and the flags of a model small enough to train in seconds."""
 
 import os
+import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,3 +25,14 @@ def tiny_flags(epochs=2, max_train=64, report=False):
 
 def train_main_command(*args):
     return [sys.executable, os.path.join(ROOT, "train_main.py"), *args]
+
+
+def predict_command(*args):
+    return [sys.executable, "-m", "mhp_keras.predict", *args]
+
+
+def run(command, timeout=600):
+    """Runs `command` from the repository root; stdout and stderr are captured as text."""
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, env=ENV, cwd=ROOT, check=False
+    )

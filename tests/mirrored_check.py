@@ -18,17 +18,14 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-
-from mhp_keras.models import ConAD  # noqa: E402
-
-ARGS = dict(
-    image_size=16, channels=1, hypotheses=3, latent_dim=4, base_filters=8, disc_base_filters=8
-)
+from model_helpers import tiny_conad  # noqa: E402
 
 
 def build(strategy, weights, adv_weight):
     with strategy.scope():
-        model = ConAD(**ARGS, adv_weight=adv_weight, minibatch_std=False, seed=3)
+        model = tiny_conad(
+            compile=False, hypotheses=3, adv_weight=adv_weight, minibatch_std=False, seed=3
+        )
         model.compile(
             g_optimizer=keras.optimizers.Adam(1e-3, beta_1=0.5),
             d_optimizer=keras.optimizers.Adam(1e-3, beta_1=0.5),

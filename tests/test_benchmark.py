@@ -1,14 +1,15 @@
-"""`mhp_keras.benchmark` end to end in its test-only "smoke" mode: every measurement runs once, at
-tiny sizes, and the report has every key. No test looks at a time: on a shared CI machine they mean
-nothing. About 25 s on 2 idle cores (building and tracing five small models dominates), so it is
-not marked slow."""
+"""The speed benchmark (`benchmarks.speed`) end to end in its test-only "smoke" mode: every
+measurement runs once, at tiny sizes, and the report has every key. No test looks at a time: on a
+shared CI machine they mean nothing. About 25 s on 2 idle cores (building and tracing five small
+models dominates), so it is not marked slow."""
 
 import json
 import math
 
 import pytest
 
-from mhp_keras import benchmark
+from benchmarks.harness import run
+from benchmarks.modes import MODES
 
 TRAIN_KEYS = {"step_ms", "best_step_ms", "images_per_s", "rounds_ms", "first_step_s"}
 EXPECTED = {
@@ -26,6 +27,7 @@ EXPECTED = {
         "flops",
     },
     "machine": {
+        "cpu_model",
         "cpu_count",
         "cpus_usable",
         "cpu_bf16",
@@ -112,7 +114,7 @@ EXPECTED = {
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("benchmark")
-    results = benchmark.run("smoke", str(out))
+    results = run("smoke", str(out))
     return out, results
 
 
@@ -124,7 +126,7 @@ def test_json_has_every_key(smoke):
     for section, keys in EXPECTED.items():
         if keys is not None:
             assert keys <= set(stored[section]), (section, keys - set(stored[section]))
-    mode = benchmark.MODES["smoke"]
+    mode = MODES["smoke"]
     assert set(stored["train"]["by_hypotheses"]) == {str(h) for h in mode.hypotheses}
     for entry in stored["train"]["by_hypotheses"].values():
         assert set(entry) >= TRAIN_KEYS

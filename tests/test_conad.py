@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from model_helpers import tiny_conad
 
 from mhp_keras import losses
 from mhp_keras.errors import DataError
@@ -11,13 +12,7 @@ from mhp_keras.models import ConAD
 
 
 def tiny(**kwargs):
-    args = dict(
-        image_size=16, channels=1, hypotheses=4, latent_dim=4, base_filters=8, disc_base_filters=8
-    )
-    args.update(kwargs)
-    model = ConAD(**args)
-    model.compile()
-    return model
+    return tiny_conad(**({"hypotheses": 4} | kwargs))
 
 
 def images(n=8, channels=1, seed=0):
@@ -28,7 +23,7 @@ def head_gradients(model, x):
     """Gradient of the generator loss w.r.t. each head's kernel slice, and each head's win count."""
     heads = model.decoder.get_layer("hypotheses").convs[0]
     with tf.GradientTape() as tape:
-        out = model._compute_losses(x, training=True)
+        out = model.per_sample_losses(x, training=True)
         loss = tf.nn.compute_average_loss(out["loss"])
     kernel_grad, bias_grad = tape.gradient(loss, [heads.kernel, heads.bias])
     k_total, c_total = model.hypotheses, model.channels

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 import pytest
-from config_helpers import data_config
+from config_helpers import check_max_train_caps_train_only, data_config
 from PIL import Image
 
 from mhp_keras.data import load_data
@@ -118,3 +118,7 @@ def test_bad_file_raises_or_is_skipped(root):
     assert bad in str(err.value)
     data = load_data(config_for(root, on_bad_file="skip"))
     assert len(data.test) == 5 and bad not in data.test.paths
+
+
+def test_max_train_caps_train_only(root):
+    check_max_train_caps_train_only(lambda **data: config_for(root, **data))

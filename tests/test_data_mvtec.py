@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 import pytest
-from config_helpers import data_config
+from config_helpers import check_max_train_caps_train_only, data_config, images_and_masks
 from PIL import Image
 
 from mhp_keras.data import load_data
@@ -77,9 +77,7 @@ def test_end_to_end_with_aligned_masks(mvtec, category, channels):
 
     (batch,) = list(dataset_for_split(data.train, config, training=True))
     assert batch.shape == (4, 16, 16, channels)
-    rows = list(dataset_for_split(data.test, config, training=False).unbatch().as_numpy_iterator())
-    images = np.stack([r["image"] for r in rows])
-    masks = np.stack([r["mask"] for r in rows])
+    images, masks, labels = images_and_masks(data.test, config)
     assert images.shape == (4, 16, 16, channels) and masks.shape == (4, 16, 16, 1)
     assert images.min() >= 0 and images.max() <= 1
     assert set(np.unique(masks)) <= {0.0, 1.0}
@@ -161,3 +159,7 @@ def test_bad_mask_is_skipped_with_its_image(mvtec):
     assert mask in str(err.value)
     data = load_data(config_for(mvtec, on_bad_file="skip"))
     assert data.test.ids == ["good/000.png", "cut/000.png", "hole/001.png"]
+
+
+def test_max_train_caps_train_only(mvtec):
+    check_max_train_caps_train_only(lambda **data: config_for(mvtec, **data))

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from config_helpers import data_config
+from config_helpers import data_config, images_and_masks
 from numpy.lib.stride_tricks import sliding_window_view
 
 from mhp_keras.data import load_data
@@ -93,16 +93,14 @@ def test_through_the_pipeline(channels):
     data = load_data(config)
     (train,) = list(dataset_for_split(data.train, config, training=True))
     assert train.shape == (15, 16, 16, channels)
-    rows = list(dataset_for_split(data.test, config, training=False).unbatch().as_numpy_iterator())
-    images = np.stack([r["image"] for r in rows])
-    masks = np.stack([r["mask"] for r in rows])
+    images, masks, labels = images_and_masks(data.test, config)
     assert images.shape == (16, 16, 16, channels) and masks.shape == (16, 16, 16, 1)
     assert images.min() >= 0 and images.max() <= 1
     assert set(np.unique(masks)) == {0.0, 1.0}
     # Nearest resizing keeps every defect (scratches are >= 2 patch pixels wide at scale 2).
     assert masks[:8].sum() == 0 and np.all(masks[8:].sum(axis=(1, 2, 3)) > 0)
     np.testing.assert_array_equal(masks[..., 0], data.test.masks[:, 1::2, 1::2, 0])
-    assert [r["label"] for r in rows] == data.test.labels.tolist()
+    assert labels.tolist() == data.test.labels.tolist()
 
 
 def test_bad_values():

@@ -6,27 +6,22 @@ import re
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from model_helpers import tiny_conad
 
 from mhp_keras.data.pipeline import resize_image
 from mhp_keras.errors import ConfigError, UserError
 from mhp_keras.export import METADATA_FILE, existing_versions, export_saved_model
-from mhp_keras.models import ConAD
 
 # Exported and in-process scores are ~100-200 (sums of 256 per-pixel NLLs) and agree to a few
-# float32 ulps (measured max |diff| ~3e-5); the brief's 1e-4 plus a few ulps of headroom.
+# float32 ulps (measured max |diff| ~3e-5); the required 1e-4 plus a few ulps of headroom.
 ATOL, RTOL = 1e-4, 1e-6
-TINY = {"image_size": 16, "latent_dim": 4, "base_filters": 8, "disc_base_filters": 8}
 
 
 def tiny_model(channels=3, hypotheses=2, wta="sample"):
-    keras.utils.set_random_seed(0)
-    model = ConAD(channels=channels, hypotheses=hypotheses, wta=wta, **TINY)
-    model.compile()
-    return model
+    return tiny_conad(seed=0, channels=channels, hypotheses=hypotheses, wta=wta)
 
 
 def uint8_images(n, h, w, c, seed=0):
@@ -230,3 +225,24 @@ def test_bad_export_arguments(rgb, tmp_path, kwargs, match):
     with pytest.raises(ConfigError, match=re.escape(match)):
         export_saved_model(rgb["model"], str(tmp_path), **kwargs)
     assert not os.path.exists(os.path.join(str(tmp_path), "conad"))
+
+
+def test_keras_export_of_a_never_called_model_then_with_a_threshold(tmp_path):
+    model = tiny_conad(seed=1, channels=3)
+    images = uint8_images(5, 16, 16, 3, seed=2)
+    path = model.export(str(tmp_path / "fresh"), verbose=False)  # no call, no fit before
+    loaded = tf.saved_model.load(path)
+    assert {"serving_default", "serving_bytes"} <= set(loaded.signatures)
+    out = loaded.signatures["serving_default"](images=tf.constant(images))
+    assert not out["is_anomalous"].numpy().any()  # no threshold yet: +inf
+
+    normal = images.astype(np.float32) / 255
+    threshold = model.fit_threshold(normal, quantile=0.5)
+    scores, _ = model.score(normal)
+    assert threshold == pytest.approx(float(np.quantile(scores.astype(np.float64), 0.5)))
+    path = model.export(str(tmp_path / "thresholded"), verbose=False)
+    out = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(images))
+    np.testing.assert_allclose(out["anomaly_score"].numpy(), scores, atol=ATOL, rtol=RTOL)
+    assert out["is_anomalous"].numpy().tolist() == (scores >= threshold).tolist()
+    with open(os.path.join(path, METADATA_FILE)) as f:
+        assert json.load(f)["threshold"] == pytest.approx(threshold)

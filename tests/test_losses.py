@@ -126,5 +126,5 @@ def test_sum_and_mean_aggregation():
     np.testing.assert_allclose(
         losses.aggregate_map(amap, "mean").numpy(), amap.mean((1, 2)), rtol=1e-5
     )
-    with pytest.raises(ValueError, match="score.aggregate"):
+    with pytest.raises(ValueError, match="method='median'"):
         losses.aggregate_map(amap, "median")

@@ -26,7 +26,7 @@ def test_mixed_precision_trains_with_float32_losses(tiny_config, restore_policy,
         assert isinstance(model.g_optimizer, keras.optimizers.LossScaleOptimizer)
         assert isinstance(model.d_optimizer, keras.optimizers.LossScaleOptimizer)
     x = np.random.default_rng(0).random((16, 16, 16, 1)).astype("float32")
-    out = model._compute_losses(tf.constant(x), training=True)
+    out = model.per_sample_losses(tf.constant(x), training=True)
     assert out["loss"].dtype == tf.float32 and out["d_loss"].dtype == tf.float32
     means, log_vars = model(x)
     assert losses.gaussian_nll(x, means, log_vars).dtype == tf.float32
@@ -42,7 +42,24 @@ def test_auto_precision_is_bfloat16_only_with_native_support(monkeypatch):
     monkeypatch.setattr(experiment, "cpu_has_native_bfloat16", lambda: False)
     assert resolve_precision("auto") == "none"
     monkeypatch.setattr(experiment, "cpu_has_native_bfloat16", lambda: True)
-    assert resolve_precision("auto") == (
-        "none" if tf.config.list_physical_devices("GPU") else "bfloat16"
-    )
+    monkeypatch.setattr(experiment, "gpu_compute_capability", lambda: None)
+    assert resolve_precision("auto") == "bfloat16"
     assert resolve_precision("float16") == "float16"
+
+
+@pytest.mark.parametrize(
+    ("capability", "cpu_bf16", "expected"),
+    [
+        ((9, 0), False, "bfloat16"),  # Hopper
+        ((8, 0), False, "bfloat16"),  # Ampere: bfloat16 tensor cores
+        ((7, 5), True, "float16"),  # Turing: float16 tensor cores, loss-scaled
+        ((7, 0), False, "float16"),  # Volta
+        ((6, 1), True, "none"),  # Pascal: no tensor cores
+        (None, True, "bfloat16"),  # CPU with native bfloat16
+        (None, False, "none"),
+    ],
+)
+def test_auto_precision_on_gpus_and_cpus(capability, cpu_bf16, expected):
+    from mhp_keras.experiment import auto_precision
+
+    assert auto_precision(capability, cpu_bf16) == expected

@@ -4,7 +4,6 @@ import keras
 import numpy as np
 import pytest
 
-from mhp_keras.errors import ConfigError
 from mhp_keras.models.decoder import build_decoder
 from mhp_keras.models.discriminator import build_discriminator
 from mhp_keras.models.encoder import build_encoder
@@ -33,8 +32,8 @@ def test_decoder_ranges():
     assert np.all((log_vars.numpy() >= -4) & (log_vars.numpy() <= 1))
 
 
-def test_unsupported_image_size_is_a_config_error():
-    with pytest.raises(ConfigError, match="data.image_size=48"):
+def test_unsupported_image_size_is_a_value_error():
+    with pytest.raises(ValueError, match="image_size=48"):
         build_encoder(48, 3, 4)
 
 

@@ -3,43 +3,27 @@
 import csv
 import json
 import os
-import subprocess
-import sys
 
-import keras
+import matplotlib.colors as mcolors
 import numpy as np
 import pytest
 import tensorflow as tf
+from cli_helpers import predict_command, run
+from model_helpers import tiny_conad
 
 from mhp_keras.errors import DataError
 from mhp_keras.export import export_saved_model
-from mhp_keras.models import ConAD
 from mhp_keras.predict import colourise, predict
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_cli(*args):
-    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run(
-        [sys.executable, "-m", "mhp_keras.predict", *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        cwd=REPO,
-    )
+    return run(predict_command(*args))
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A tiny exported RGB model (two versions) and a folder of 3 PNGs of different sizes."""
-    keras.utils.set_random_seed(0)
-    model = ConAD(
-        image_size=16, channels=3, hypotheses=2, latent_dim=4, base_filters=8, disc_base_filters=8
-    )
-    model.compile()
+    model = tiny_conad(seed=0, channels=3)
     root = tmp_path_factory.mktemp("predict")
     base = str(root / "export")
     rng = np.random.default_rng(0)
@@ -96,6 +80,9 @@ def test_cli_end_to_end(setup):
         scale = json.load(f)
     assert scale["low"] < scale["high"]
     assert scale["model_threshold"] == pytest.approx(float(loaded_threshold(setup)))
+    # The reports' rule: centred on the pixel value of an image scored at the threshold (a sum
+    # over 16 x 16 pixels).
+    assert scale["center"] == pytest.approx(float(loaded_threshold(setup)) / 256)
     assert not [n for n in os.listdir(out_dir) if n.startswith(".")]  # no temporaries left
 
 
@@ -166,9 +153,10 @@ def test_bad_input_is_a_data_error(setup, tmp_path, case, match):
 
 
 def test_colour_scale_is_fixed_not_per_image():
-    flat = colourise(np.full((16, 16), 5.0), low=0.0, high=10.0)
-    low = colourise(np.full((16, 16), -3.0), low=0.0, high=10.0)
-    high = colourise(np.full((16, 16), 99.0), low=0.0, high=10.0)
+    norm = mcolors.Normalize(0.0, 10.0, clip=True)
+    flat = colourise(np.full((16, 16), 5.0), norm)
+    low = colourise(np.full((16, 16), -3.0), norm)
+    high = colourise(np.full((16, 16), 99.0), norm)
     assert flat.shape == (128, 128, 3)
     # A constant map is a mid colour (a per-image min-max would make it all black or all bright).
     assert not (flat == low).all() and not (flat == high).all()

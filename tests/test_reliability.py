@@ -9,6 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 from cli_helpers import ENV, ROOT, tiny_flags, train_main_command
+from model_helpers import tiny_conad
 
 from mhp_keras import callbacks as cb
 from mhp_keras.errors import UserError
@@ -18,11 +19,7 @@ from mhp_keras.models import ConAD
 
 
 def tiny_model():
-    model = ConAD(
-        image_size=16, channels=1, hypotheses=2, latent_dim=4, base_filters=8, disc_base_filters=8
-    )
-    model.compile()
-    return model
+    return tiny_conad()
 
 
 def digest(path):
@@ -34,14 +31,22 @@ def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     good = np.random.default_rng(0).random((16, 16, 16, 1)).astype("float32")
     path = str(tmp_path / "last.keras")
     checkpoint = cb.AtomicModelCheckpoint(path)
-    backup = cb.AtomicBackupAndRestore(str(tmp_path / "backup"), delete_checkpoint=False)
+    backup = cb.EpochBackup(str(tmp_path / "backup"))
     model.fit(good, epochs=1, batch_size=8, verbose=0, callbacks=[checkpoint, backup])
     kept, kept_backup = digest(path), digest(tmp_path / "backup" / "latest.weights.h5")
     bad = good.copy()
     bad[9:] = np.nan  # the second batch poisons the loss
     guard = cb.DivergenceGuard()
+    initial_epoch = cb.restore_backup(model, str(tmp_path / "backup"))
+    assert initial_epoch == 1
     model.fit(
-        bad, epochs=3, batch_size=8, verbose=0, shuffle=False, callbacks=[guard, checkpoint, backup]
+        bad,
+        epochs=3,
+        initial_epoch=initial_epoch,
+        batch_size=8,
+        verbose=0,
+        shuffle=False,
+        callbacks=[guard, checkpoint, backup],
     )
     assert guard.diverged is not None
     # The backup resumed this fit at epoch 2; its second batch holds the NaN images.
@@ -83,6 +88,17 @@ def test_atomic_json_and_directories(tmp_path):
         "export",
         "metrics.json",
     ]
+
+
+def test_atomic_path_without_overwrite_never_replaces(tmp_path):
+    folder = tmp_path / "1"
+    with pytest.raises(FileExistsError), atomic_path(str(folder), overwrite=False) as tmp:
+        os.makedirs(tmp)
+        open(os.path.join(tmp, "new"), "w").close()
+        os.makedirs(folder)  # another writer takes the name meanwhile
+        open(folder / "theirs", "w").close()
+    assert os.listdir(folder) == ["theirs"]
+    assert os.listdir(tmp_path) == ["1"]  # the temporary is gone
 
 
 def test_workdir_refuses_a_different_config(tiny_config, tmp_path):

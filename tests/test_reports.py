@@ -36,7 +36,16 @@ def test_write_report_writes_valid_pngs(tmp_path, c, k, with_masks):
     inputs = _inputs(k=k, c=c)
     if not with_masks:
         inputs["masks"] = None
-    written = reports.write_report(str(tmp_path / "report"), **inputs)
+    labels, scores, threshold = inputs.pop("labels"), inputs.pop("scores"), inputs.pop("threshold")
+    examples = dict(inputs, labels=labels, scores=scores)
+    written = reports.write_report(
+        str(tmp_path / "report"),
+        labels=labels,
+        scores=scores,
+        threshold=threshold,
+        examples=examples,
+        norm=reports.heatmap_scale(inputs["maps"], labels, threshold=threshold),
+    )
     assert [p.rsplit("/", 1)[-1] for p in written] == ["roc.png", "histogram.png", "examples.png"]
     for path in written:
         _assert_png(path)
@@ -68,7 +77,7 @@ def test_plot_examples_with_more_images_than_rows(tmp_path):
         0.5,
         masks=inputs["masks"][..., None],
         n=4,
-        pixel_threshold=1.5,
+        norm=reports.heatmap_scale(maps, threshold=1.5 * 64, aggregate="sum"),
     )
     _assert_png(path)
 
@@ -111,3 +120,18 @@ def test_heatmap_norm_constant_maps_do_not_divide_by_zero():
     maps = np.full((2, 3, 3), 4.0)
     colours = reports.heatmap_rgb(maps, reports.heatmap_norm(maps))
     assert np.all(np.isfinite(colours))
+
+
+@pytest.mark.parametrize(
+    ("aggregate", "threshold", "anchor"),
+    [("sum", 64.0, 1.0), ("mean", 0.7, 0.7), ("topk", 14.0, 2.0)],
+)
+def test_heatmap_scale_centres_on_the_threshold_pixel_value(aggregate, threshold, anchor):
+    # 8 x 8 maps: a sum threshold of 64 is 1 per pixel; topk 0.1 sums ceil(6.4) = 7 pixels.
+    maps = np.random.default_rng(1).random((4, 8, 8)) * 3
+    norm = reports.heatmap_scale(maps, threshold=threshold, aggregate=aggregate, topk_fraction=0.1)
+    assert float(norm(anchor)) == pytest.approx(0.5)
+    # Without a threshold (an untrained model: +inf) the scale is the maps' percentiles.
+    plain = reports.heatmap_scale(maps, threshold=float("inf"))
+    assert plain.vmin == pytest.approx(np.percentile(maps, reports.LOW_PERCENTILE))
+    assert plain.vmax == pytest.approx(np.percentile(maps, reports.HIGH_PERCENTILE))

@@ -2,23 +2,15 @@
 
 import json
 import os
-import subprocess
 
 import pytest
-from cli_helpers import ENV, ROOT, tiny_flags, train_main_command
+from cli_helpers import run, tiny_flags, train_main_command
 
 TINY = tiny_flags(report=True)
 
 
-def run_main(*args, timeout=600):
-    return subprocess.run(
-        train_main_command(*args),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=ENV,
-        cwd=ROOT,
-    )
+def run_main(*args):
+    return run(train_main_command(*args))
 
 
 def test_train_and_evaluate_writes_metrics(tmp_path):

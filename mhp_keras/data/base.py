@@ -97,3 +97,16 @@ def split_normal_train(
             f"of {val_fraction} (data.val_fraction) and still train."
         )
     return images.subset(np.sort(order[n_val:])), images.subset(np.sort(order[:n_val]))
+
+
+def split_train_val(normal_images: ImageSet, config) -> tuple[ImageSet, ImageSet]:
+    """(train, val) of a source's normal training images, the same for every dataset.
+
+    The validation split (`data.val_fraction` with `data.split_seed`) comes first, so it never
+    depends on `data.max_train`; then train is cut to its first `data.max_train` images (0 = all).
+    """
+    train, val = split_normal_train(normal_images, config.data.val_fraction, config.data.split_seed)
+    max_train = config.data.max_train
+    if max_train and len(train) > max_train:
+        train = train.subset(np.arange(max_train))
+    return train, val

@@ -20,28 +20,21 @@ import numpy as np
 from mhp_keras.data.base import ImageSet, OneClassData
 from mhp_keras.data.image_files import (
     IMAGE_EXTENSIONS,
-    check_on_bad_file,
+    check_data_root,
     list_files,
     list_subfolders,
     validate_image_files,
 )
 from mhp_keras.data.protocol import one_class_split, resolve_normal_class
-from mhp_keras.errors import ConfigError, DataError
+from mhp_keras.errors import DataError
 
 SPLITS = ("train", "test")
 
 
 def _check_root(root: str) -> None:
-    if not root:
-        raise ConfigError(
-            "data.root is not set: for data.name=folders, point --config.data.root at a folder "
-            "holding train/<class>/ and test/<class>/ image folders."
-        )
-    if not os.path.isdir(root):
-        raise DataError(
-            f"Dataset folder data.root={root!r} does not exist (or is not a folder): expected a "
-            "folder holding train/<class>/ and test/<class>/ image folders."
-        )
+    check_data_root(
+        root, "folders", "a folder holding train/<class>/ and test/<class>/ image folders"
+    )
     for split in SPLITS:
         if not os.path.isdir(os.path.join(root, split)):
             raise DataError(
@@ -87,7 +80,6 @@ def load_class_folders(config) -> OneClassData:
     """OneClassData from `data.root/{train,test}/<class>/` image folders (see the module doc)."""
     root = config.data.root
     on_bad_file = config.data.on_bad_file
-    check_on_bad_file(on_bad_file)
     _check_root(root)
     per_split = {split: list_subfolders(os.path.join(root, split)) for split in SPLITS}
     for split in SPLITS:

@@ -65,11 +65,18 @@ def list_subfolders(folder: str) -> list[str]:
     )
 
 
-def check_on_bad_file(on_bad_file: str) -> None:
-    if on_bad_file not in ON_BAD_FILE:
+def check_data_root(root: str, name: str, expected: str) -> None:
+    """`data.root` of a file-based dataset (`data.name=name`) is set and is a folder.
+
+    `expected` says what the folder should be, e.g. "a folder holding train/<class>/ ...".
+    """
+    if not root:
         raise ConfigError(
-            f"data.on_bad_file={on_bad_file!r}: expected one of {list(ON_BAD_FILE)} ('error' stops "
-            "at the first unreadable image file, 'skip' logs and leaves such files out)."
+            f"data.root is not set: for data.name={name}, point --config.data.root at {expected}."
+        )
+    if not os.path.isdir(root):
+        raise DataError(
+            f"data.root={root!r} does not exist (or is not a folder): expected {expected}."
         )
 
 
@@ -124,7 +131,12 @@ def validate_image_files(paths: list[str], on_bad_file: str, what: str = "image"
     path is logged with its problem, then the count, and the rest are returned in order. `what`
     names the files in messages ("image", "mask").
     """
-    check_on_bad_file(on_bad_file)
+    # A public function, so the value is checked here too (config validation checks the config).
+    if on_bad_file not in ON_BAD_FILE:
+        raise ConfigError(
+            f"data.on_bad_file={on_bad_file!r}: expected one of {list(ON_BAD_FILE)} ('error' stops "
+            "at the first unreadable image file, 'skip' logs and leaves such files out)."
+        )
     paths = list(paths)
     # Decoding releases the GIL, so threads speed up large datasets.
     workers = min(8, os.cpu_count() or 1, max(1, len(paths)))

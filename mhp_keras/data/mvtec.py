@@ -20,9 +20,9 @@ import os
 
 import numpy as np
 
-from mhp_keras.data.base import ImageSet, OneClassData, split_normal_train
+from mhp_keras.data.base import ImageSet, OneClassData, split_train_val
 from mhp_keras.data.image_files import (
-    check_on_bad_file,
+    check_data_root,
     image_size,
     list_files,
     list_subfolders,
@@ -35,16 +35,7 @@ MASK_SUFFIX = "_mask"
 
 
 def _category_dir(root: str, category: str) -> str:
-    if not root:
-        raise ConfigError(
-            "data.root is not set: for data.name=mvtec, point --config.data.root at the MVTec AD "
-            "folder (the one holding bottle/, cable/, ...)."
-        )
-    if not os.path.isdir(root):
-        raise DataError(
-            f"MVTec AD folder data.root={root!r} does not exist (or is not a folder): expected the "
-            "folder holding one subfolder per category (bottle/, cable/, ...)."
-        )
+    check_data_root(root, "mvtec", "the MVTec AD folder (the one holding bottle/, cable/, ...)")
     found = [c for c in list_subfolders(root) if os.path.isdir(os.path.join(root, c, "train"))]
     if not category or not os.path.isdir(os.path.join(root, category)):
         what = "is not set" if not category else f"={category!r} is not a folder in {root}"
@@ -138,7 +129,6 @@ def _test_set(category_dir: str, on_bad_file: str) -> tuple[ImageSet, list[str]]
 def load_mvtec(config) -> OneClassData:
     """OneClassData for MVTec AD category `data.category` under `data.root` (see the module doc)."""
     on_bad_file = config.data.on_bad_file
-    check_on_bad_file(on_bad_file)
     category_dir = _category_dir(config.data.root, config.data.category)
     if str(config.data.normal_class) not in (NORMAL, "0"):
         raise ConfigError(
@@ -157,10 +147,7 @@ def load_mvtec(config) -> OneClassData:
         ids=[f"train/{os.path.basename(p)}" for p in train_paths],
         paths=train_paths,
     )
-    train, val = split_normal_train(train_all, config.data.val_fraction, config.data.split_seed)
-    max_train = config.data.get("max_train", 0)
-    if max_train and len(train) > max_train:
-        train = train.subset(np.arange(max_train))
+    train, val = split_train_val(train_all, config)
     test, defects = _test_set(category_dir, on_bad_file)
     return OneClassData(
         train=train,

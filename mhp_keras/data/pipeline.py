@@ -228,8 +228,8 @@ def dataset_for_split(images: ImageSet, config, *, training: bool) -> tf.data.Da
         batch_size=config.data.batch_size,
         training=training,
         seed=config.seed,
-        cache=config.data.get("cache", True),
-        shuffle_buffer=config.data.get("shuffle_buffer", 10_000),
-        crop=config.data.get("crop", "none"),
-        crop_fraction=config.data.get("crop_fraction", 0.5),
+        cache=config.data.cache,
+        shuffle_buffer=config.data.shuffle_buffer,
+        crop=config.data.crop,
+        crop_fraction=config.data.crop_fraction,
     )

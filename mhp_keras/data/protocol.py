@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mhp_keras.data.base import ImageSet, OneClassData, split_normal_train
+from mhp_keras.data.base import ImageSet, OneClassData, split_train_val
 from mhp_keras.errors import ConfigError
 
 
@@ -36,12 +36,7 @@ def one_class_split(
     """Builds OneClassData from class-labelled train/test sets (labels there are class indices)."""
     normal = resolve_normal_class(config.data.normal_class, class_names)
     normal_train = train.subset(np.flatnonzero(train_classes == normal))
-    max_train = config.data.get("max_train", 0)
-    normal_train, val = split_normal_train(
-        normal_train, config.data.val_fraction, config.data.split_seed
-    )
-    if max_train and len(normal_train) > max_train:
-        normal_train = normal_train.subset(np.arange(max_train))
+    normal_train, val = split_train_val(normal_train, config)
     normal_train.labels[:] = 0
     val.labels[:] = 0
     test = test.subset(np.arange(len(test)))

@@ -18,15 +18,15 @@ Defect strengths are set relative to the patch's own contrast, so they are visib
 trivially separable by brightness alone. Everything is generated with numpy from
 `data.split_seed`, so the data are identical on every run.
 
-Optional config keys (read with defaults): data.patch_size (64), data.train_patches (600 train +
-validation patches) and data.test_patches (200, half of them defective).
+Its own config keys (defaults in `mhp_keras.config_defaults`): data.patch_size, data.train_patches
+(train + validation patches) and data.test_patches (half of them defective).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from mhp_keras.data.base import ImageSet, OneClassData, split_normal_train
+from mhp_keras.data.base import ImageSet, OneClassData, split_train_val
 from mhp_keras.data.protocol import resolve_normal_class
 from mhp_keras.errors import ConfigError
 
@@ -155,9 +155,9 @@ def add_defect(
 def load_textures(config) -> OneClassData:
     """Normal texture patches for training; half-normal, half-defective test patches with masks."""
     normal = TEXTURES[resolve_normal_class(config.data.normal_class, list(TEXTURES))]
-    size = int(config.data.get("patch_size", 64))
-    n_train = int(config.data.get("train_patches", 600))
-    n_test = int(config.data.get("test_patches", 200))
+    size = config.data.patch_size
+    n_train = config.data.train_patches
+    n_test = config.data.test_patches
     test_rows = PHOTO_SIZE - TRAIN_ROWS
     if not 8 <= size <= test_rows:
         raise ConfigError(
@@ -179,10 +179,7 @@ def load_textures(config) -> OneClassData:
         ids=[f"{normal}_train_{i:04d}" for i in range(n_train)],
         images=train_x[..., None],
     )
-    train, val = split_normal_train(train_all, config.data.val_fraction, config.data.split_seed)
-    max_train = config.data.get("max_train", 0)
-    if max_train and len(train) > max_train:
-        train = train.subset(np.arange(max_train))
+    train, val = split_train_val(train_all, config)
 
     test_x, _ = _random_patches(photo, (TRAIN_ROWS, PHOTO_SIZE), n_test, size, rng)
     masks = np.zeros_like(test_x, dtype=bool)

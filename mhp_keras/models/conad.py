@@ -25,22 +25,27 @@ import numpy as np
 import tensorflow as tf
 
 from mhp_keras import losses
-from mhp_keras.errors import ConfigError, DataError
+from mhp_keras.config_defaults import base_config
+from mhp_keras.errors import DataError
+from mhp_keras.model_settings import DEFAULTS, conad_arguments, first_invalid
 from mhp_keras.models.decoder import build_decoder
 from mhp_keras.models.discriminator import build_discriminator
 from mhp_keras.models.encoder import build_encoder
-from mhp_keras.models.shapes import num_stages
 
-ADV_HYPOTHESES = ("sample", "all")
 RANDOM_PURPOSES = ("posterior", "prior", "heads")
+LOSS_NAMES = ("loss", "recon", "kl", "g_adv", "d_loss", "d_acc_real", "d_acc_fake")
 
 
 def _multi_worker(strategy) -> bool:
-    extended = getattr(strategy, "extended", None)
-    in_multi_worker = getattr(extended, "_in_multi_worker_mode", None)
-    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and bool(
-        in_multi_worker and in_multi_worker()
-    )
+    """Whether Keras reduces this strategy's logs across workers (more than one worker task).
+
+    Keras decides this with the private `strategy.extended._in_multi_worker_mode()`; the public
+    cluster spec gives the same answer (tests/test_distribute.py checks that they agree).
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    spec = strategy.cluster_resolver.cluster_spec()
+    return sum(spec.num_tasks(job) for job in spec.jobs if job in ("chief", "worker")) > 1
 
 
 def _bce(logits, label):
@@ -49,65 +54,93 @@ def _bce(logits, label):
     return tf.nn.sigmoid_cross_entropy_with_logits(tf.fill(tf.shape(logits), label), logits)
 
 
-def validate_model_args(hypotheses, latent_dim, image_size, channels, wta, eps, aggregate, topk):
-    """Raises ConfigError naming the key of the first invalid model, loss or score value."""
-    num_stages(image_size)
-    if int(hypotheses) < 1:
-        raise ConfigError(f"model.hypotheses={hypotheses}: expected an integer >= 1.")
-    if int(latent_dim) < 1:
-        raise ConfigError(f"model.latent_dim={latent_dim}: expected an integer >= 1.")
-    if channels not in (1, 3):
-        raise ConfigError(f"data.channels={channels}: expected 1 (grey) or 3 (RGB).")
-    if wta not in losses.WTA_MODES:
-        raise ConfigError(f"loss.wta={wta!r}: expected one of {list(losses.WTA_MODES)}.")
-    if not 0.0 <= float(eps) < 1.0:
-        raise ConfigError(f"loss.eps={eps}: expected a value in [0, 1).")
-    if aggregate not in losses.AGGREGATES:
-        raise ConfigError(
-            f"score.aggregate={aggregate!r}: expected one of {list(losses.AGGREGATES)}."
-        )
-    if not 0.0 < float(topk) <= 1.0:
-        raise ConfigError(f"score.topk_fraction={topk}: expected a fraction in (0, 1].")
+def default_optimizers():
+    """Adam for G and D with the config's default learning rates and beta_1."""
+    train = base_config().train
+    return (
+        keras.optimizers.Adam(train.g_lr, beta_1=train.beta_1),
+        keras.optimizers.Adam(train.d_lr, beta_1=train.beta_1),
+    )
 
 
 @keras.saving.register_keras_serializable(package="mhp_keras")
 class ConAD(keras.Model):
-    """Encoder, H-head decoder and discriminator trained with WTA + KL + adversarial losses."""
+    """Encoder, H-head decoder and discriminator trained with WTA + KL + adversarial losses.
+
+    Every default equals the experiment config's (`mhp_keras/config_defaults.py`), so
+    `ConAD(hypotheses=8)` is the model `--config.model.hypotheses=8` trains. The config key of
+    each argument is in brackets.
+
+    Args:
+        image_size: side of the square input images, a power of two in 16..256
+            [data.image_size].
+        channels: 1 (grey) or 3 (RGB) [data.channels].
+        hypotheses: H, the number of decoder heads; 1 is a plain VAE decoder [model.hypotheses].
+        latent_dim: size of z [model.latent_dim].
+        base_filters: encoder/decoder filters at the image-side stage, doubling per stage
+            [model.base_filters].
+        max_filters: cap on the filters of any stage [model.max_filters].
+        dense_units: a hidden dense layer between the convolutions and z (0 = none)
+            [model.dense_units].
+        logvar_min: lower bound of the per-pixel log-variance [model.logvar_min].
+        logvar_max: upper bound of the per-pixel log-variance [model.logvar_max].
+        disc_base_filters: the discriminator's filters at its first stage
+            [model.disc_base_filters].
+        minibatch_std: give the discriminator a minibatch-stddev feature, against heads that
+            collapse onto one output [model.minibatch_std].
+        fused_heads: compute all heads as one convolution (identical maths, faster)
+            [model.fused_heads].
+        head_channel_layout: how the fused heads' channels are ordered: "blocked" (current) or
+            "interleaved" (models saved before the blocked layout). Not a config key.
+        wta: winner per image ("sample") or per pixel ("pixel"); scoring uses the same [loss.wta].
+        eps: epsilon-relaxation, the weight the losing heads share (0 = hard WTA) [loss.eps].
+        kl_weight: weight of KL(q(z|x) || N(0, I)) [loss.kl_weight].
+        adv_weight: weight of the adversarial term; 0 trains no discriminator [loss.adv_weight].
+        adv_hypotheses: fakes for D from one random head per image ("sample") or from every
+            head ("all") [loss.adv_hypotheses].
+        score_aggregate: image score from the anomaly map: "sum", "mean" or "topk"
+            [score.aggregate].
+        topk_fraction: fraction of pixels "topk" sums (the paper's 10 %) [score.topk_fraction].
+        clip_norm: global gradient-norm clip for G and D (0 = off) [train.clip_norm].
+        seed: seed of the stateless random draws of the training step [seed].
+        **kwargs: passed to `keras.Model` (e.g. `name`).
+
+    Raises:
+        ValueError: an argument outside its range, named with its argument name.
+    """
 
     def __init__(
         self,
-        image_size=32,
-        channels=3,
-        hypotheses=4,
-        latent_dim=16,
-        base_filters=32,
-        max_filters=256,
-        dense_units=0,
-        logvar_min=-6.0,
-        logvar_max=2.0,
-        disc_base_filters=32,
-        minibatch_std=True,
-        fused_heads=True,
+        image_size=DEFAULTS["image_size"],
+        channels=DEFAULTS["channels"],
+        hypotheses=DEFAULTS["hypotheses"],
+        latent_dim=DEFAULTS["latent_dim"],
+        base_filters=DEFAULTS["base_filters"],
+        max_filters=DEFAULTS["max_filters"],
+        dense_units=DEFAULTS["dense_units"],
+        logvar_min=DEFAULTS["logvar_min"],
+        logvar_max=DEFAULTS["logvar_max"],
+        disc_base_filters=DEFAULTS["disc_base_filters"],
+        minibatch_std=DEFAULTS["minibatch_std"],
+        fused_heads=DEFAULTS["fused_heads"],
         head_channel_layout="blocked",
-        wta="sample",
-        eps=0.0,
-        kl_weight=1.0,
-        adv_weight=0.1,
-        adv_hypotheses="sample",
-        score_aggregate="sum",
-        topk_fraction=0.1,
-        clip_norm=0.0,
-        seed=0,
+        wta=DEFAULTS["wta"],
+        eps=DEFAULTS["eps"],
+        kl_weight=DEFAULTS["kl_weight"],
+        adv_weight=DEFAULTS["adv_weight"],
+        adv_hypotheses=DEFAULTS["adv_hypotheses"],
+        score_aggregate=DEFAULTS["score_aggregate"],
+        topk_fraction=DEFAULTS["topk_fraction"],
+        clip_norm=DEFAULTS["clip_norm"],
+        seed=DEFAULTS["seed"],
         **kwargs,
     ):
         super().__init__(**kwargs)
-        validate_model_args(
-            hypotheses, latent_dim, image_size, channels, wta, eps, score_aggregate, topk_fraction
-        )
-        if adv_hypotheses not in ADV_HYPOTHESES:
-            raise ConfigError(
-                f"loss.adv_hypotheses={adv_hypotheses!r}: expected one of {list(ADV_HYPOTHESES)}."
-            )
+        arguments = {k: v for k, v in locals().items() if k in DEFAULTS}
+        problem = first_invalid(arguments)
+        if problem is not None:
+            arg, expected = problem
+            raise ValueError(f"ConAD {arg}={arguments[arg]!r}: expected {expected}.")
         self.image_size = int(image_size)
         self.channels = int(channels)
         self.hypotheses = int(hypotheses)
@@ -163,18 +196,7 @@ class ConAD(keras.Model):
             trainable=False,
             name="threshold",
         )
-        self._trackers = {
-            name: keras.metrics.Mean(name=name)
-            for name in (
-                "loss",
-                "recon",
-                "kl",
-                "g_adv",
-                "d_loss",
-                "d_acc_real",
-                "d_acc_fake",
-            )
-        }
+        self._trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_NAMES}
         self._win_trackers = [keras.metrics.Mean(name=f"win_{k}") for k in range(self.hypotheses)]
         self.built = True
 
@@ -190,30 +212,8 @@ class ConAD(keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            image_size=self.image_size,
-            channels=self.channels,
-            hypotheses=self.hypotheses,
-            latent_dim=self.latent_dim,
-            base_filters=self.base_filters,
-            max_filters=self.max_filters,
-            dense_units=self.dense_units,
-            logvar_min=self.logvar_min,
-            logvar_max=self.logvar_max,
-            disc_base_filters=self.disc_base_filters,
-            minibatch_std=self.minibatch_std,
-            fused_heads=self.fused_heads,
-            head_channel_layout=self.head_channel_layout,
-            wta=self.wta,
-            eps=self.eps,
-            kl_weight=self.kl_weight,
-            adv_weight=self.adv_weight,
-            adv_hypotheses=self.adv_hypotheses,
-            score_aggregate=self.score_aggregate,
-            topk_fraction=self.topk_fraction,
-            clip_norm=self.clip_norm,
-            seed=self.seed,
-        )
+        config.update({arg: getattr(self, arg) for arg in DEFAULTS})
+        config["head_channel_layout"] = self.head_channel_layout
         return config
 
     @classmethod
@@ -228,8 +228,9 @@ class ConAD(keras.Model):
 
         Both are built here on their own variables, so neither allocates slots for the other's.
         """
-        self.g_optimizer = g_optimizer or keras.optimizers.Adam(1e-3, beta_1=0.5)
-        self.d_optimizer = d_optimizer or keras.optimizers.Adam(2e-4, beta_1=0.5)
+        default_g, default_d = default_optimizers()
+        self.g_optimizer = g_optimizer or default_g
+        self.d_optimizer = d_optimizer or default_d
         self.g_optimizer.build(self.generator_variables)
         self.d_optimizer.build(self.discriminator.trainable_variables)
         super().compile(optimizer=self.g_optimizer, **kwargs)
@@ -325,54 +326,79 @@ class ConAD(keras.Model):
         stacked = tf.transpose(means, [0, 4, 1, 2, 3])
         return tf.reshape(stacked, tf.stack([-1, shape[1], shape[2], shape[3]]))
 
-    def _compute_losses(self, images, training):
-        """All per-sample losses of one batch, plus what the metrics need."""
+    def vae_losses(self, images, training):
+        """The VAE terms of one batch, per sample: posterior sample, WTA NLL and KL.
+
+        Returns the per-sample `recon` (WTA NLL) and `kl` [B], `win` [B, K] (the share of each
+        image, or of its pixels, that each head wins), and for the adversarial terms `mu`, the
+        decoded `means` in the heads' native layout [B, h, w, C, K] and the `nll` [B, K, h, w].
+        """
         mu, log_var = self.encoder(images, training=training)
         noise = self._replica_random(
             "posterior", tf.shape(mu), lambda shape, seed: tf.random.stateless_normal(shape, seed)
         )
-        noise = tf.cast(noise, mu.dtype)
-        z = mu + tf.exp(0.5 * log_var) * noise
+        z = mu + tf.exp(0.5 * log_var) * tf.cast(noise, mu.dtype)
         means, log_vars = self._decode_native(z, training)  # [B, h, w, C, K]
         # Only the NLL map (1/C of the means' size) moves its heads axis to the front.
         nll = tf.transpose(losses.gaussian_nll(images, means, log_vars, head_axis=4), [0, 3, 1, 2])
-        # Fraction of the batch (or, pixel-wise, of each image's pixels) each head wins: [B, K].
         win = tf.one_hot(losses.winner_index(nll, self.wta), self.hypotheses)
         if self.wta == "pixel":
             win = tf.reduce_mean(win, axis=[1, 2])
-        out = {
+        return {
             "recon": losses.wta_loss(nll, self.wta, self.eps),
             "kl": losses.kl_to_standard_normal(mu, log_var),
             "win": win,
+            "mu": mu,
+            "means": means,
+            "nll": nll,
         }
+
+    def adversarial_losses(self, images, vae, training):
+        """The adversarial terms of one batch, per sample, from `vae_losses`' decodings.
+
+        D sees real = `images` against three fake sources: decodings of z ~ N(0, I), decodings of
+        z ~ q(z|x) (one random head per image, or every head) and the best guess. Returns
+        `d_loss` (D's binary cross-entropy), `g_adv` (the generator's non-saturating term: the
+        fakes labelled real) and D's accuracies `d_acc_real`, `d_acc_fake`, each [B].
+        """
         batch = tf.shape(images)[0]
+        prior_z = self._replica_random(
+            "prior",
+            tf.stack([batch, self.latent_dim]),
+            lambda shape, seed: tf.random.stateless_normal(shape, seed),
+        )
+        # Only drawn when D sees one head per image; otherwise every head is a fake.
+        heads = self._fake_heads(batch) if self._samples_one_head else None
+        means = vae["means"]
+        fakes = [
+            self._prior_fakes(tf.cast(prior_z, vae["mu"].dtype), heads, training),
+            self._pick_fakes(means, heads),
+            losses.best_hypothesis(means, vae["nll"], self.wta, head_axis=4),
+        ]
+        real_logits = self.discriminator(images, training=training)
+        fake_logits = [self.discriminator(f, training=training) for f in fakes]
+        # Per-sample averages over each source's fakes, so the "all" mode (K fakes an image)
+        # weighs the same as "sample".
+        fake_d = [tf.reduce_mean(tf.reshape(_bce(f, 0.0), [batch, -1]), 1) for f in fake_logits]
+        fake_g = [tf.reduce_mean(tf.reshape(_bce(f, 1.0), [batch, -1]), 1) for f in fake_logits]
+        fake_right = [tf.cast(tf.reshape(f, [batch, -1]) < 0, tf.float32) for f in fake_logits]
+        return {
+            "d_loss": _bce(real_logits, 1.0) + tf.add_n(fake_d) / len(fakes),
+            "g_adv": tf.add_n(fake_g) / len(fakes),
+            "d_acc_real": tf.cast(tf.reshape(real_logits, [-1]) > 0, tf.float32),
+            "d_acc_fake": tf.reduce_mean(tf.concat(fake_right, 1), 1),
+        }
+
+    def per_sample_losses(self, images, training=False):
+        """Every per-sample loss of one batch ([B] each, plus `win` [B, K]): what `train_step`
+        averages over the global batch and `test_step` reports. `loss` is the generator's
+        objective, WTA + kl_weight * KL + adv_weight * L_G."""
+        vae = self.vae_losses(images, training)
+        out = {name: vae[name] for name in ("recon", "kl", "win")}
         if self.adversarial:
-            prior_z = self._replica_random(
-                "prior",
-                tf.stack([batch, self.latent_dim]),
-                lambda shape, seed: tf.random.stateless_normal(shape, seed),
-            )
-            # Only drawn when D sees one head per image; otherwise every head is a fake.
-            heads = self._fake_heads(batch) if self._samples_one_head else None
-            fakes = [
-                self._prior_fakes(tf.cast(prior_z, mu.dtype), heads, training),
-                self._pick_fakes(means, heads),
-                losses.best_hypothesis(means, nll, self.wta, head_axis=4),
-            ]
-            real_logits = self.discriminator(images, training=training)
-            fake_logits = [self.discriminator(f, training=training) for f in fakes]
-            # Per-sample averages over each source's fakes, so the "all" mode (K fakes an image)
-            # weighs the same as "sample".
-            fake_d = [tf.reduce_mean(tf.reshape(_bce(f, 0.0), [batch, -1]), 1) for f in fake_logits]
-            fake_g = [tf.reduce_mean(tf.reshape(_bce(f, 1.0), [batch, -1]), 1) for f in fake_logits]
-            out["d_loss"] = _bce(real_logits, 1.0) + tf.add_n(fake_d) / len(fakes)
-            out["g_adv"] = tf.add_n(fake_g) / len(fakes)
-            out["d_acc_real"] = tf.cast(tf.reshape(real_logits, [-1]) > 0, tf.float32)
-            out["d_acc_fake"] = tf.reduce_mean(
-                tf.concat([tf.cast(tf.reshape(f, [-1]) < 0, tf.float32) for f in fake_logits], 0)
-            )
+            out.update(self.adversarial_losses(images, vae, training))
         else:
-            zeros = tf.zeros([batch], tf.float32)
+            zeros = tf.zeros([tf.shape(images)[0]], tf.float32)
             out.update(d_loss=zeros, g_adv=zeros, d_acc_real=zeros, d_acc_fake=zeros)
         out["loss"] = out["recon"] + self.kl_weight * out["kl"] + self.adv_weight * out["g_adv"]
         return out
@@ -406,18 +432,29 @@ class ConAD(keras.Model):
         return data
 
     def train_step(self, data):
+        """One simultaneous update of G (encoder + decoder) and D from one forward pass.
+
+        Unlike the keras.io DCGAN example, which runs D's step and then G's on fresh decodings,
+        both tapes watch the same forward pass: the fakes D learns from are the decodings the WTA
+        and KL terms are computed on, so a step decodes once instead of twice, and G's
+        adversarial gradient is taken against the D of the same step (the simultaneous gradient
+        form of the minimax game).
+        """
         images = self._images(data)
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-            out = self._compute_losses(images, training=True)
+            out = self.per_sample_losses(images, training=True)
+            # Averaged over the global batch, so N replicas make the update one device would.
             g_loss = tf.nn.compute_average_loss(out["loss"])
             d_loss = tf.nn.compute_average_loss(out["d_loss"])
+        # Train G: WTA + KL + adv_weight * L_G.
         self._apply(self.g_optimizer, g_tape, g_loss, self.generator_variables)
+        # Train D: real images against the three fake sources.
         if self.adversarial:
             self._apply(self.d_optimizer, d_tape, d_loss, self.discriminator.trainable_variables)
         return self._update_metrics(out)
 
     def test_step(self, data):
-        return self._update_metrics(self._compute_losses(self._images(data), training=False))
+        return self._update_metrics(self.per_sample_losses(self._images(data), training=False))
 
     # -- scoring -------------------------------------------------------------------------------
 
@@ -486,29 +523,42 @@ class ConAD(keras.Model):
             return np.zeros([0], np.float32), np.zeros([0, size, size], np.float32)
         return np.concatenate(scores), np.concatenate(maps)
 
+    def fit_threshold(self, normal_images, quantile=None, batch_size=64) -> float:
+        """Sets and returns the decision threshold: the `quantile` (default: the config's
+        `eval.threshold_quantile`, 0.99) of the scores of `normal_images`, float images in
+        [0, 1] that the model did not train on. About 1 - quantile of normal images will then be
+        flagged. The threshold is saved with the model and frozen into its exports."""
+        from mhp_keras.metrics import threshold_from_normal
+
+        if quantile is None:
+            quantile = base_config().eval.threshold_quantile
+        scores, _ = self.score(normal_images, batch_size=batch_size)
+        if len(scores) == 0:
+            raise ValueError("fit_threshold needs at least one normal image.")
+        threshold = threshold_from_normal(scores, quantile)
+        self.threshold.assign(threshold)
+        return threshold
+
+    def export(self, filepath, format="tf_saved_model", verbose=True, **kwargs):
+        """Keras' `Model.export`: for "tf_saved_model" (the default), the TF Serving SavedModel of
+        `mhp_keras.export` in exactly `filepath`, with its `serving_default` (uint8 images) and
+        `serving_bytes` (encoded images) signatures and the threshold frozen in. Works on a model
+        that was never called. Other formats go to Keras."""
+        if format != "tf_saved_model":
+            return super().export(filepath, format=format, verbose=verbose, **kwargs)
+        if kwargs:
+            raise ValueError(
+                f"ConAD.export got {sorted(kwargs)}: the serving signatures are fixed "
+                "(see mhp_keras.export); no input_signature or other options are taken."
+            )
+        from mhp_keras.export import write_saved_model
+
+        path = write_saved_model(self, str(filepath))
+        if verbose:
+            print(f"Saved the ConAD serving model (serving_default, serving_bytes) at {path}")
+        return path
+
 
 def build_conad(config) -> ConAD:
     """A ConAD from an experiment config (data, model, loss, score and train sections)."""
-    return ConAD(
-        image_size=config.data.image_size,
-        channels=config.data.channels,
-        hypotheses=config.model.hypotheses,
-        latent_dim=config.model.latent_dim,
-        base_filters=config.model.base_filters,
-        max_filters=config.model.max_filters,
-        dense_units=config.model.dense_units,
-        logvar_min=config.model.logvar_min,
-        logvar_max=config.model.logvar_max,
-        disc_base_filters=config.model.disc_base_filters,
-        minibatch_std=config.model.minibatch_std,
-        fused_heads=config.model.get("fused_heads", True),
-        wta=config.loss.wta,
-        eps=config.loss.eps,
-        kl_weight=config.loss.kl_weight,
-        adv_weight=config.loss.adv_weight,
-        adv_hypotheses=config.loss.adv_hypotheses,
-        score_aggregate=config.score.aggregate,
-        topk_fraction=config.score.topk_fraction,
-        clip_norm=config.train.clip_norm,
-        seed=config.seed,
-    )
+    return ConAD(**conad_arguments(config))

@@ -6,6 +6,7 @@ last, cheap layer is per hypothesis, so adding hypotheses costs almost nothing.
 
 import keras
 
+from mhp_keras.model_settings import DEFAULTS
 from mhp_keras.models.layers import HypothesisHeads
 from mhp_keras.models.shapes import BOTTLENECK, num_stages, stage_filters
 
@@ -15,12 +16,12 @@ def build_decoder(
     channels,
     latent_dim,
     hypotheses,
-    base_filters=32,
-    max_filters=256,
-    dense_units=0,
-    logvar_min=-6.0,
-    logvar_max=2.0,
-    fused_heads=True,
+    base_filters=DEFAULTS["base_filters"],
+    max_filters=DEFAULTS["max_filters"],
+    dense_units=DEFAULTS["dense_units"],
+    logvar_min=DEFAULTS["logvar_min"],
+    logvar_max=DEFAULTS["logvar_max"],
+    fused_heads=DEFAULTS["fused_heads"],
     channel_layout="blocked",
 ) -> keras.Model:
     """Outputs (means, log_vars), each [B, hypotheses, image_size, image_size, channels]."""

@@ -2,13 +2,18 @@
 
 import keras
 
+from mhp_keras.model_settings import DEFAULTS
 from mhp_keras.models.blocks import downsampling_stack
 from mhp_keras.models.layers import MinibatchStdDev
 from mhp_keras.models.shapes import num_stages, stage_filters
 
 
 def build_discriminator(
-    image_size, channels, base_filters=32, max_filters=256, minibatch_std=True
+    image_size,
+    channels,
+    base_filters=DEFAULTS["disc_base_filters"],
+    max_filters=DEFAULTS["max_filters"],
+    minibatch_std=DEFAULTS["minibatch_std"],
 ) -> keras.Model:
     """Stride-2 convolutions to 4x4, the minibatch stddev channel, one more conv, a dense logit.
 

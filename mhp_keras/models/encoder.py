@@ -2,11 +2,17 @@
 
 import keras
 
+from mhp_keras.model_settings import DEFAULTS
 from mhp_keras.models.blocks import downsampling_stack
 
 
 def build_encoder(
-    image_size, channels, latent_dim, base_filters=32, max_filters=256, dense_units=0
+    image_size,
+    channels,
+    latent_dim,
+    base_filters=DEFAULTS["base_filters"],
+    max_filters=DEFAULTS["max_filters"],
+    dense_units=DEFAULTS["dense_units"],
 ) -> keras.Model:
     """Stride-2 convolutions from image_size down to 4x4, then dense heads for mu and log_var."""
     image = keras.Input((image_size, image_size, channels), name="image")

@@ -4,6 +4,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from mhp_keras.model_settings import DEFAULTS
+
 CHANNEL_LAYOUTS = ("blocked", "interleaved")
 
 
@@ -34,11 +36,11 @@ class HypothesisHeads(keras.layers.Layer):
         self,
         hypotheses,
         channels,
-        logvar_min=-6.0,
-        logvar_max=2.0,
+        logvar_min=DEFAULTS["logvar_min"],
+        logvar_max=DEFAULTS["logvar_max"],
         kernel_size=4,
         strides=2,
-        fused=True,
+        fused=DEFAULTS["fused_heads"],
         channel_layout="blocked",
         **kwargs,
     ):

@@ -4,17 +4,16 @@ All three networks halve or double the resolution between the image and a 4x4 bo
 number of stages and the filters per stage are derived here, once, from the image size.
 """
 
-from mhp_keras.errors import ConfigError
+from mhp_keras.model_settings import SUPPORTED_SIZES
 
-SUPPORTED_SIZES = (16, 32, 64, 128, 256)
 BOTTLENECK = 4
 
 
 def num_stages(image_size: int) -> int:
     """Number of stride-2 stages between image_size and the 4x4 bottleneck."""
     if image_size not in SUPPORTED_SIZES:
-        raise ConfigError(
-            f"data.image_size={image_size} is not supported: expected a power of two in "
+        raise ValueError(
+            f"image_size={image_size} is not supported: expected a power of two in "
             f"{list(SUPPORTED_SIZES)}."
         )
     return (image_size // BOTTLENECK).bit_length() - 1

@@ -1,6 +1,8 @@
-"""`--mode=benchmark_classes`: the paper's one-class table. Every class is made the normal class in
-turn and trained with N seeds; the mean and standard deviation of each metric go into a per-class
-table (CSV and Markdown), shaped like the paper's CIFAR-10 table."""
+"""The per-class results table (`--mode=benchmark_classes`), shaped like the paper's CIFAR-10 table.
+
+Every class is made the normal class in turn and trained with N seeds; the mean and standard
+deviation of each metric go into a per-class table (CSV, Markdown and JSON).
+"""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ TABLE_METRICS = ("image_auroc", "image_ap", "pixel_auroc", "aupro")
 def _class_names(config) -> list[str]:
     """Every class of the dataset, or the subset named in eval.classes (checked against it)."""
     names = load_data(config).class_names
-    wanted = [c.strip() for c in str(config.eval.get("classes", "")).split(",") if c.strip()]
+    wanted = [c.strip() for c in str(config.eval.classes).split(",") if c.strip()]
     unknown = [c for c in wanted if c not in names]
     if unknown:
         raise ConfigError(

@@ -1,0 +1,112 @@
+"""Which config key feeds each `ConAD` argument, and what values each accepts: the one table that
+ties the Keras class to the experiment config.
+
+Default values live only in `config_defaults.base_config()`; `DEFAULTS` reads them from there, so
+`ConAD(...)`, the builders and `--config.*` can never disagree. Valid ranges live only in `RULES`:
+`ConAD` raises a `ValueError` worded with its own argument names, and config validation a
+`ConfigError` worded with the `config.` keys, from the same rule.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Mapping
+
+from mhp_keras.config_defaults import base_config
+
+SUPPORTED_SIZES = (16, 32, 64, 128, 256)
+WTA_MODES = ("sample", "pixel")
+AGGREGATES = ("sum", "mean", "topk")
+ADV_HYPOTHESES = ("sample", "all")
+
+# ConAD argument -> config key (dotted, below the config's root).
+CONFIG_KEYS = {
+    "image_size": "data.image_size",
+    "channels": "data.channels",
+    "hypotheses": "model.hypotheses",
+    "latent_dim": "model.latent_dim",
+    "base_filters": "model.base_filters",
+    "max_filters": "model.max_filters",
+    "dense_units": "model.dense_units",
+    "logvar_min": "model.logvar_min",
+    "logvar_max": "model.logvar_max",
+    "disc_base_filters": "model.disc_base_filters",
+    "minibatch_std": "model.minibatch_std",
+    "fused_heads": "model.fused_heads",
+    "wta": "loss.wta",
+    "eps": "loss.eps",
+    "kl_weight": "loss.kl_weight",
+    "adv_weight": "loss.adv_weight",
+    "adv_hypotheses": "loss.adv_hypotheses",
+    "score_aggregate": "score.aggregate",
+    "topk_fraction": "score.topk_fraction",
+    "clip_norm": "train.clip_norm",
+    "seed": "seed",
+}
+
+
+def config_value(config, key: str):
+    """`config.a.b` for the dotted key "a.b"."""
+    value = config
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def _defaults() -> dict:
+    config = base_config()
+    return {arg: config_value(config, key) for arg, key in CONFIG_KEYS.items()}
+
+
+DEFAULTS: Mapping = _defaults()
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+# A rule is (is the value valid, given all values; what is expected). Arguments without a rule
+# take any value of their type.
+Rule = tuple[Callable[[object, Mapping], bool], str]
+RULES: dict[str, Rule] = {
+    "image_size": (
+        lambda v, _: v in SUPPORTED_SIZES,
+        f"a power of two in {list(SUPPORTED_SIZES)}",
+    ),
+    "channels": (lambda v, _: v in (1, 3), "1 (grey) or 3 (RGB)"),
+    "hypotheses": (lambda v, _: _is_int(v) and v >= 1, "an integer >= 1"),
+    "latent_dim": (lambda v, _: _is_int(v) and v >= 1, "an integer >= 1"),
+    "base_filters": (lambda v, _: _is_int(v) and v >= 1, "an integer >= 1"),
+    "max_filters": (lambda v, _: _is_int(v) and v >= 1, "an integer >= 1"),
+    "dense_units": (lambda v, _: _is_int(v) and v >= 0, "an integer >= 0 (0 = no dense layer)"),
+    "disc_base_filters": (lambda v, _: _is_int(v) and v >= 1, "an integer >= 1"),
+    "logvar_min": (
+        lambda v, values: _is_number(v) and v < values["logvar_max"],
+        "a number below logvar_max",
+    ),
+    "wta": (lambda v, _: v in WTA_MODES, f"one of {list(WTA_MODES)}"),
+    "eps": (lambda v, _: _is_number(v) and 0.0 <= v < 1.0, "a value in [0, 1)"),
+    "kl_weight": (lambda v, _: _is_number(v) and v >= 0, "a weight >= 0"),
+    "adv_weight": (lambda v, _: _is_number(v) and v >= 0, "a weight >= 0"),
+    "adv_hypotheses": (lambda v, _: v in ADV_HYPOTHESES, f"one of {list(ADV_HYPOTHESES)}"),
+    "score_aggregate": (lambda v, _: v in AGGREGATES, f"one of {list(AGGREGATES)}"),
+    "topk_fraction": (lambda v, _: _is_number(v) and 0.0 < v <= 1.0, "a fraction in (0, 1]"),
+    "clip_norm": (lambda v, _: _is_number(v) and v >= 0, "a norm >= 0 (0 = off)"),
+}
+
+
+def first_invalid(values: Mapping) -> tuple[str, str] | None:
+    """(argument, what it expects) for the first ConAD argument in `values` that breaks its rule."""
+    for arg, (valid, expected) in RULES.items():
+        if arg in values and not valid(values[arg], values):
+            return arg, expected
+    return None
+
+
+def conad_arguments(config) -> dict:
+    """The ConAD constructor arguments of an experiment config."""
+    return {arg: config_value(config, key) for arg, key in CONFIG_KEYS.items()}

@@ -1,0 +1,101 @@
+"""One source of truth: ConAD's defaults are the config's, and one rule table gives ConAD's
+ValueErrors (worded with its arguments) and the config's ConfigErrors (worded with its keys)."""
+
+import inspect
+import subprocess
+import sys
+
+import pytest
+import tensorflow as tf
+
+from mhp_keras.config_defaults import base_config
+from mhp_keras.config_validation import validate_config
+from mhp_keras.errors import ConfigError
+from mhp_keras.model_settings import CONFIG_KEYS, RULES, config_value
+from mhp_keras.models import ConAD, build_conad
+from mhp_keras.models.conad import _multi_worker
+
+
+def test_conad_defaults_equal_the_config_defaults():
+    config = base_config()
+    signature = inspect.signature(ConAD.__init__).parameters
+    for arg, key in CONFIG_KEYS.items():
+        assert signature[arg].default == config_value(config, key), arg
+    # And the other way round: every ConAD argument but the saved-layout switch has a key.
+    args = {n for n, p in signature.items() if p.default is not inspect.Parameter.empty}
+    assert args - set(CONFIG_KEYS) == {"head_channel_layout"}
+
+
+def test_build_conad_passes_every_key_and_get_config_mirrors_init():
+    config = base_config()
+    config.model.hypotheses = 3
+    config.loss.eps = 0.2
+    config.score.aggregate = "topk"
+    model = build_conad(config)
+    saved = model.get_config()
+    for arg, key in CONFIG_KEYS.items():
+        assert saved[arg] == config_value(config, key), arg
+    assert ConAD.from_config(saved).get_config() == saved
+
+
+BAD_VALUES = {
+    "image_size": 48,
+    "channels": 2,
+    "hypotheses": 0,
+    "latent_dim": 0,
+    "base_filters": 0,
+    "max_filters": 0,
+    "dense_units": -1,
+    "disc_base_filters": 0,
+    "logvar_min": 5.0,
+    "wta": "image",
+    "eps": 1.0,
+    "kl_weight": -1.0,
+    "adv_weight": -0.1,
+    "adv_hypotheses": "some",
+    "score_aggregate": "median",
+    "topk_fraction": 0.0,
+    "clip_norm": -1.0,
+}
+
+
+def test_every_rule_has_a_bad_value_here():
+    assert set(BAD_VALUES) == set(RULES)
+
+
+@pytest.mark.parametrize("arg", sorted(BAD_VALUES))
+def test_conad_names_its_own_argument(arg):
+    value = BAD_VALUES[arg]
+    with pytest.raises(ValueError, match=f"ConAD {arg}={value!r}: expected") as info:
+        ConAD(**{arg: value})
+    assert "config." not in str(info.value)
+
+
+@pytest.mark.parametrize("arg", sorted(BAD_VALUES))
+def test_config_validation_names_the_config_key(arg):
+    config = base_config()
+    key = CONFIG_KEYS[arg]
+    section, name = key.split(".")
+    config[section][name] = BAD_VALUES[arg]
+    with pytest.raises(ConfigError, match=f"config.{key}={BAD_VALUES[arg]!r}: expected"):
+        validate_config(config)
+
+
+MULTI_WORKER_CHECK = """
+import tensorflow as tf
+from mhp_keras.models.conad import _multi_worker
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+print(strategy.extended._in_multi_worker_mode(), _multi_worker(strategy))
+"""
+
+
+def test_public_multi_worker_check_agrees_with_keras_private_one():
+    # Keras reduces logs across workers when the private `_in_multi_worker_mode()` is true; the
+    # public check must agree. If TF drops the private method, this fails loudly. A process of
+    # its own: a MultiWorkerMirroredStrategy configures collectives for the whole process.
+    assert _multi_worker(tf.distribute.get_strategy()) is False
+    result = subprocess.run(
+        [sys.executable, "-c", MULTI_WORKER_CHECK], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-2:] == ["False", "False"]

@@ -1,0 +1,41 @@
+"""The README's "Use it from Python" example runs as written, so it cannot go stale."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import tensorflow as tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def readme_block(heading: str) -> str:
+    """The first ```python block under the README heading `heading`."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+@pytest.mark.slow
+def test_use_it_from_python_example_runs(tmp_path):
+    script = tmp_path / "example.py"
+    script.write_text(readme_block("Use it from Python"))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"threshold -?\d+\.\d; \d+ of 64 flagged", result.stdout)
+    run = tmp_path / "runs" / "python"
+    assert (run / "best.keras").is_file() and (run / "model.keras").is_file()
+    assert os.listdir(run / "logs")
+    loaded = tf.saved_model.load(str(run / "export" / "conad" / "1"))
+    assert {"serving_default", "serving_bytes"} <= set(loaded.signatures)
