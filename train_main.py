@@ -6,20 +6,22 @@
 Installed as `mhp-train`. User mistakes (bad flags, config files, keys or values, folders) are
 printed as one paragraph, without a traceback, and exit with status 2 (see mhp_keras/cli.py).
 TensorFlow is imported only once the flags are checked, so such mistakes are reported at once.
+A run prints its epoch lines and RESULT line; `--verbosity=0` (`-v 0`) or higher adds our INFO
+lines and TensorFlow's own logs (see mhp_keras/cli.py).
 """
 
+import math
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter out of logs
+from absl import flags
+from ml_collections import config_flags
 
-from absl import flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from mhp_keras.cli import define_config_file, ensure_output_dir, run_app  # noqa: E402
+# Imported before TensorFlow: it quiets TensorFlow's logs unless --verbosity is given.
+from mhp_keras.cli import define_config_file, ensure_output_dir, run_app
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Modes that write into --workdir; the others only read a finished run from it.
-WRITING_MODES = ("train_and_evaluate", "train", "benchmark_classes")
+WRITING_MODES = ("train_and_evaluate", "train", "benchmark_classes", "ablation")
 
 _CONFIG = define_config_file(
     "config", os.path.join(HERE, "configs", "digits.py"), "Experiment config file (configs/*.py)."
@@ -32,8 +34,9 @@ _WORKDIR = flags.DEFINE_string(
 _MODE = flags.DEFINE_enum(
     "mode",
     "train_and_evaluate",
-    ["train_and_evaluate", "train", "evaluate", "export", "benchmark_classes"],
-    "What to run.",
+    ["train_and_evaluate", "train", "evaluate", "export", "benchmark_classes", "ablation"],
+    "What to run. benchmark_classes: every class normal in turn (eval.classes), --seeds each; "
+    "ablation: that for each model variant of eval.variants (vae, vae-gan, mhp-wta-H, conad-H).",
 )
 _STRATEGY = flags.DEFINE_enum(
     "strategy", "default", ["default", "mirrored", "multi_worker"], "tf.distribute strategy."
@@ -42,7 +45,7 @@ _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Discard a run with a different config in --workdir instead of refusing."
 )
 _SEEDS = flags.DEFINE_integer(
-    "seeds", 1, "Seeds per class for --mode=benchmark_classes.", lower_bound=1
+    "seeds", 1, "Seeds per class for --mode=benchmark_classes and --mode=ablation.", lower_bound=1
 )
 
 
@@ -53,12 +56,29 @@ def default_workdir() -> str:
 
 
 def summary_line(metrics: dict) -> str:
-    parts = [
-        f"{k}={metrics[k]:.4f}"
-        for k in ("image_auroc", "pixel_auroc", "aupro")
-        if metrics.get(k) is not None
-    ]
+    """The one-line RESULT of an evaluation. Undefined metrics (NaN, or null when read back from
+    metrics.json) are left out, except image AUROC, which says why it is missing; without
+    anomalous test images the line gives the threshold and the share of normal test images it
+    flags instead."""
+
+    def defined(key: str) -> bool:
+        value = metrics.get(key)
+        return value is not None and math.isfinite(value)
+
+    no_anomalies = not metrics.get("n_anomalous")
+    if defined("image_auroc"):
+        parts = [f"image_auroc={metrics['image_auroc']:.4f}"]
+    elif no_anomalies:
+        with_normal_dir = metrics.get("config", {}).get("data", {}).get("normal_dir")
+        hint = "add data.abnormal_dir" if with_normal_dir else "add anomalous test images"
+        parts = [f"image_auroc=n/a (no anomalous test images: {hint})"]
+    else:
+        parts = ["image_auroc=n/a (no normal test images)"]
+    parts += [f"{k}={metrics[k]:.4f}" for k in ("pixel_auroc", "aupro") if defined(k)]
     parts += [f"n_test={metrics.get('n_test')}", f"n_anomalous={metrics.get('n_anomalous')}"]
+    flagged = metrics.get("normal_scores", {}).get("flagged_fraction")
+    if no_anomalies and defined("threshold") and flagged is not None:
+        parts += [f"threshold={metrics['threshold']:.4g}", f"normal_flagged={flagged:.3f}"]
     seconds = metrics.get("timings", {}).get("train_seconds")
     if seconds is not None:
         parts.append(f"train_seconds={seconds:.1f}")
@@ -71,13 +91,13 @@ def main(argv):
     if _MODE.value in WRITING_MODES:
         # Before the minutes of data loading and model building that precede the first write.
         ensure_output_dir("--workdir", workdir)
-    if _MODE.value == "benchmark_classes":
-        from mhp_keras.class_table import run_all_classes
+    if _MODE.value in ("benchmark_classes", "ablation"):
+        from mhp_keras.ablation import MODES
 
-        result = run_all_classes(
-            _CONFIG.value, workdir, seeds=_SEEDS.value, strategy=_STRATEGY.value
+        result = MODES[_MODE.value](
+            _CONFIG.value, workdir, _SEEDS.value, _STRATEGY.value, _OVERWRITE.value
         )
-        print(f"RESULT per-class table written to {result['markdown']}")
+        print(result["summary"])
         return
     from mhp_keras.experiment import run
 

@@ -75,6 +75,11 @@ def flops_per_image(model, mode: Mode) -> dict:
 def flops_summary(runners, mode: Mode, results) -> dict:
     """FLOPs per image at H=1 and H=8, and the achieved training rate against the matmul peak."""
     flops = {f"H={h}": flops_per_image(runners[f"H={h}"].model, mode) for h in (1, MAIN_H)}
+    wta = {
+        h: flops_per_image(runners[f"mhp_wta_H={h}"].model, mode)
+        for h in (1, MAIN_H)
+        if f"mhp_wta_H={h}" in runners
+    }
     rate = results["train"]["by_hypotheses"][str(MAIN_H)]["images_per_s"]
     achieved = flops[f"H={MAIN_H}"]["train_step"] * rate
     return {
@@ -82,6 +87,10 @@ def flops_summary(runners, mode: Mode, results) -> dict:
         "of concrete-function graphs; per image; 2 FLOPs per multiply-add",
         "per_image": flops,
         "train_h8_over_h1": flops[f"H={MAIN_H}"]["train_step"] / flops["H=1"]["train_step"],
+        # Without the discriminator (MHP-WTA); None where those runners could not be built.
+        "mhp_wta_train_h8_over_h1": (
+            wta[MAIN_H]["train_step"] / wta[1]["train_step"] if len(wta) == 2 else None
+        ),
         "achieved_train_flops_per_s": achieved,
         "fraction_of_matmul_peak": achieved / results["matmul_peak"]["flops_per_s"],
     }

@@ -23,6 +23,7 @@ from benchmarks.measure import measure_inference, measure_pipeline
 from benchmarks.memory import finish_memory_probe, start_memory_probe
 from benchmarks.modes import MAIN_H, MODES
 from benchmarks.report import ratios, recommendations, write_outputs
+from benchmarks.tiled import measure_tiled
 from benchmarks.training import measure_big, measure_training
 from mhp_keras.hardware import cpu_flags, cpu_model_name
 
@@ -70,6 +71,9 @@ def run(mode_name: str = "full", output_dir: str = os.path.join("runs", "benchma
         results["pipeline"] = timed("pipeline", measure_pipeline, main, mode, workdir)
         results["inference"] = timed("inference", measure_inference, main.model, mode, workdir)
     results["memory"] = timed("memory", finish_memory_probe, probe or start_memory_probe(mode))
+    results["tiled"] = timed(
+        "tiled", measure_tiled, mode.tiled_side, mode.tiled_big_side, mode.tiled_repeats
+    )
     # The peak is measured at both ends of the run and the better kept: other load only lowers it.
     peak_end = timed("matmul_peak_end", matmul_peak, mode.matmul_sizes, mode.matmul_repeats)
     results["matmul_peak"] = max(peak_start, peak_end, key=lambda p: p["flops_per_s"])

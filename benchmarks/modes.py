@@ -36,6 +36,9 @@ class Mode:
     matmul_sizes: tuple = (1024, 2048)
     matmul_repeats: int = 5
     concurrent_memory_probe: bool = False
+    tiled_side: int = 1024  # tiled scoring speed on one image of this side
+    tiled_big_side: int = 4096  # peak memory of tiled scoring of one image of this side
+    tiled_repeats: int = 3
 
 
 MODES = {
@@ -73,5 +76,8 @@ MODES = {
         matmul_repeats=1,
         hypotheses=(1, MAIN_H),
         concurrent_memory_probe=True,
+        tiled_side=128,
+        tiled_big_side=256,
+        tiled_repeats=1,
     ),
 }

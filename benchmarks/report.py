@@ -23,6 +23,14 @@ def ratios(results) -> dict:
         "train_h8_over_h1_target": TARGET_H8_OVER_H1,
         "train_h8_over_h1_ok": h8_over_h1 <= TARGET_H8_OVER_H1,
         "train_h8_over_h1_bfloat16": results["bfloat16"]["h8_over_h1"],
+        # Time ratio over FLOP ratio: how much more than its arithmetic H=8 costs (target 1.15).
+        "h8_over_h1_per_flop_ratio": h8_over_h1 / results["flops"]["train_h8_over_h1"],
+        "mhp_wta_h8_over_h1": results["mhp_wta"]["h8_over_h1"],
+        "mhp_wta_h8_over_h1_per_flop_ratio": (
+            results["mhp_wta"]["h8_over_h1"] / results["flops"]["mhp_wta_train_h8_over_h1"]
+            if results["mhp_wta"]["h8_over_h1"] and results["flops"]["mhp_wta_train_h8_over_h1"]
+            else None
+        ),
         "pipeline_over_memory": pipeline,
         "pipeline_over_memory_target": TARGET_PIPELINE,
         "pipeline_over_memory_ok": pipeline >= TARGET_PIPELINE,
@@ -86,6 +94,15 @@ def markdown_rows(r: dict) -> list[tuple[str, str, str]]:
             f"FLOP ratio {r['flops']['train_h8_over_h1']:.2f}",
         ),
         (
+            f"step time H={MAIN_H} / H=1 without the discriminator (MHP-WTA)",
+            _fmt(ratios["mhp_wta_h8_over_h1"], ".2f"),
+            "FLOP ratio "
+            + _fmt(r["flops"]["mhp_wta_train_h8_over_h1"], ".2f")
+            + "; time / FLOP ratio "
+            + _fmt(ratios["mhp_wta_h8_over_h1_per_flop_ratio"], ".2f")
+            + f" (with D: {ratios['h8_over_h1_per_flop_ratio']:.2f}; target <= 1.15)",
+        ),
+        (
             f"step time H={MAIN_H} / H=1, mixed_bfloat16",
             _fmt(ratios["train_h8_over_h1_bfloat16"], ".2f"),
             "the float32 ratio above carries the target",
@@ -117,6 +134,20 @@ def markdown_rows(r: dict) -> list[tuple[str, str, str]]:
             f"peak RSS, fit H={MAIN_H} {s}x{c}",
             _fmt(r["memory"]["peak_rss_mb"], ".0f", " MiB"),
             f"VmHWM of a child process; {r['memory']['rss_after_import_mb']:.0f} MiB after imports",
+        ),
+    ]
+    speed, memory = r["tiled"]["speed"], r["tiled"]["memory"]
+    rows += [
+        (
+            f"tiled scoring, one {speed['image_side']}x{speed['image_side']}x{speed['channels']} "
+            f"image (tile {speed['tile']}, stride {speed['stride']}, H={speed['hypotheses']})",
+            _fmt(speed["images_per_s"], ".2f", " img/s"),
+            f"{speed['tiles_per_s']:.0f} tiles/s; {speed['tiles_per_image']} tiles per image",
+        ),
+        (
+            f"peak RSS, tiled scoring of one {memory['image_side']}x{memory['image_side']} image",
+            _fmt(memory["peak_rss_mb"], ".0f", " MiB"),
+            f"VmHWM of a child process; {memory['rss_before_scoring_mb']:.0f} MiB before scoring",
         ),
     ]
     for h, f in r["flops"]["per_image"].items():

@@ -18,7 +18,9 @@ from mhp_keras.experiment import PRECISION_POLICIES, make_optimizers
 from mhp_keras.models import build_conad
 
 
-def model_config(hypotheses, image_size, channels, fused=True, mixed="none", jit=False):
+def model_config(
+    hypotheses, image_size, channels, fused=True, mixed="none", jit=False, adversarial=True
+):
     """The default config (`config_defaults.base_config`) with this run's sizes.
 
     Precision and XLA are set explicitly (float32 and no XLA unless asked), so a variant's
@@ -30,7 +32,9 @@ def model_config(hypotheses, image_size, channels, fused=True, mixed="none", jit
     c.model.hypotheses = hypotheses
     c.model.fused_heads = fused
     c.train.mixed_precision = mixed
-    c.train.jit_compile = jit
+    c.train.jit_compile = "true" if jit else "false"
+    if not adversarial:  # MHP-WTA: no discriminator
+        c.loss.adv_weight = 0.0
     return c
 
 
@@ -46,7 +50,9 @@ def build_model(config):
     try:
         model = build_conad(config)
         g_opt, d_opt = make_optimizers(config)
-        model.compile(g_optimizer=g_opt, d_optimizer=d_opt, jit_compile=config.train.jit_compile)
+        model.compile(
+            g_optimizer=g_opt, d_optimizer=d_opt, jit_compile=config.train.jit_compile == "true"
+        )
     finally:
         keras.config.set_dtype_policy(previous)
     return model

@@ -73,6 +73,9 @@ def build_runners(mode: Mode) -> tuple[dict, dict]:
         # For the cost of hypotheses under bfloat16 (the `auto` default on CPUs that have it).
         "bfloat16_H=1": model_config(1, s, c, mixed="bfloat16"),
         "xla": model_config(MAIN_H, s, c, jit=True),
+        # The cost of hypotheses without the discriminator (MHP-WTA), where it is all decoder.
+        "mhp_wta_H=1": model_config(1, s, c, adversarial=False),
+        f"mhp_wta_H={MAIN_H}": model_config(MAIN_H, s, c, adversarial=False),
     }
     for name, config in variants.items():
         runner, error = try_runner(config, dataset, mode.warmup)
@@ -133,6 +136,18 @@ def measure_training(mode: Mode) -> tuple[dict, dict]:
         if "bfloat16" in times and "bfloat16_H=1" in times
         else None
     )
+    wta = ("mhp_wta_H=1", f"mhp_wta_H={MAIN_H}")
+    result["mhp_wta"] = {
+        "supported": all(name in times for name in wta),
+        "h8_over_h1": (
+            paired_ratio(times[wta[1]], times[wta[0]]) if all(n in times for n in wta) else None
+        ),
+        "by_hypotheses": {
+            name.split("=")[1]: train_summary(times[name], mode.batch)
+            for name in wta
+            if name in times
+        },
+    }
     result["bfloat16"]["checks"] = (
         bfloat16_checks(runners["bfloat16"]) if "bfloat16" in runners else None
     )

@@ -15,8 +15,8 @@ def get_config():
     c.data.image_size = 32
     c.data.channels = 1
     c.data.batch_size = 32
-    # Textures-only keys (read with these defaults if absent): patch side in photo pixels, the
-    # number of train + validation patches, and the number of test patches (half defective).
+    # Textures-only keys: patch side in photo pixels, the number of train + validation patches,
+    # and the number of test patches (half defective).
     c.data.patch_size = 64
     c.data.train_patches = 600
     c.data.test_patches = 200

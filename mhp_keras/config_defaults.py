@@ -6,6 +6,7 @@ from the command line as `--config.section.key=value`).
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -27,6 +28,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.data_dir = ""  # tfds data_dir (prepared data); "" = the tfds default
     c.data.tfds_name = "cifar10"  # for name=tfds: cifar10 | mnist | fashion_mnist | svhn_cropped
     c.data.root = ""  # for folders / mvtec
+    # folders without labelled classes: one folder of normal (good) images, split into train,
+    # validation and a normal test part (data.test_fraction); optional anomalies and their masks
+    # (<mask_dir>/<stem of the anomalous image>*.png).
+    c.data.normal_dir = ""
+    c.data.abnormal_dir = ""
+    c.data.mask_dir = ""
     c.data.category = ""  # for mvtec
     c.data.crop = "none"  # none | random | tile: training crops for images larger than image_size
     c.data.crop_fraction = 0.5  # crop=random: crop side as a fraction of the image's short side
@@ -66,17 +73,31 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.mixed_precision = (
         "auto"  # auto (bf16 on CPUs with native bf16) | none | bfloat16 | float16
     )
-    c.train.jit_compile = False
+    c.train.jit_compile = "auto"  # auto (time both, keep the faster) | true | false: XLA
     c.train.deterministic = False
     c.train.verbose = 2  # keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch
 
     c.score = ml_collections.ConfigDict()
     c.score.aggregate = "sum"  # sum | mean | topk
     c.score.topk_fraction = 0.1
+    # Inference on tiles at native resolution instead of the whole image resized to image_size:
+    # auto (tiles when data.crop=tile) | none | tile.
+    c.score.tiling = "auto"
+    # Pixels between tile origins, dividing image_size; unset (None) = half a tile.
+    c.score.tile_stride = config_dict.placeholder(int)
+    c.score.tile_scale = 1.0  # images are scaled by this before tiling (1 = native resolution)
+    # Gaussian blur (sigma, in the model's pixels) of the anomaly map used for localization
+    # (maps, masks, pixel metrics); unset (None) = image_size / 32; 0 = off. The image score
+    # aggregates the unblurred map.
+    c.score.map_sigma = config_dict.placeholder(float)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.every_epochs = 0  # AUROC callback period (0 = off)
     c.eval.threshold_quantile = 0.99
+    c.eval.pixel_threshold_quantile = 0.999  # of the normal validation maps' pixels
     c.eval.report = True  # write figures under workdir/report/
-    c.eval.classes = ""  # benchmark_classes: comma-separated classes to run ("" = every class)
+    c.eval.classes = ""  # benchmark_classes / ablation: comma-separated classes ("" = every class)
+    # ablation: comma-separated variants vae, vae-gan, mhp-wta-H, conad-H, in any case (the paper's
+    # baselines as settings of this model); "" = all four with H = model.hypotheses.
+    c.eval.variants = ""
     return c

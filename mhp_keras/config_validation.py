@@ -10,6 +10,8 @@ from __future__ import annotations
 from mhp_keras.data.image_files import ON_BAD_FILE
 from mhp_keras.data.pipeline import CROP_MODES
 from mhp_keras.errors import ConfigError
+from mhp_keras.jit_calibration import SETTINGS as JIT_SETTINGS
+from mhp_keras.jit_calibration import is_valid_setting as valid_jit_setting
 from mhp_keras.model_settings import CONFIG_KEYS, RULES, conad_arguments
 
 MIXED_PRECISION = ("auto", "none", "bfloat16", "float16")
@@ -25,6 +27,9 @@ def _check_model(config) -> None:
     for arg, (valid, expected) in RULES.items():
         # The one cross-key rule names the other key as the user knows it.
         expected = expected.replace("logvar_max", f"model.logvar_max={config.model.logvar_max}")
+        expected = expected.replace("image_size", f"data.image_size={config.data.image_size}")
+        if arg == "tiling":  # the config also takes "auto", resolved by conad_arguments
+            expected = expected.replace("['none'", "['auto', 'none'")
         _check(valid(arguments[arg], arguments), CONFIG_KEYS[arg], arguments[arg], expected)
 
 
@@ -65,6 +70,12 @@ def validate_config(config) -> None:
         "train.mixed_precision",
         config.train.mixed_precision,
         f"one of {list(MIXED_PRECISION)}",
+    )
+    _check(
+        valid_jit_setting(config.train.jit_compile),
+        "train.jit_compile",
+        config.train.jit_compile,
+        f"one of {list(JIT_SETTINGS)} (or True/False)",
     )
     _check(
         0.0 < config.eval.threshold_quantile <= 1.0,

@@ -12,42 +12,87 @@ import os
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from mhp_keras import metrics as metric_fns
+from mhp_keras.calibration import decisions
 from mhp_keras.data.pipeline import dataset_for_split
 from mhp_keras.io_utils import write_text_atomic
 
 
+def _stack_or_list(arrays: list[np.ndarray]):
+    """One array when every element has the same shape, else the list (native sizes differ)."""
+    return np.stack(arrays) if len({a.shape for a in arrays}) == 1 else arrays
+
+
 def collect(model, images, config) -> dict:
-    """Scores, maps, labels, masks, ids and winners (numpy) for one ImageSet, in file order."""
-    ds = dataset_for_split(images, config, training=False)
+    """Scores, maps, labels, masks, ids and winners (numpy) for one ImageSet, in file order.
+
+    A tiling model scores every image at its own size (`ConAD.analyze_tiled`); its maps and masks
+    are then one array if all images share a size, else lists of per-image arrays.
+    """
+    tiled = model.tiling == "tile"
+    ds = dataset_for_split(images, config, training=False, native=tiled)
     parts = {"scores": [], "maps": [], "labels": [], "masks": [], "ids": [], "winners": []}
     for batch in ds:
-        out = model.analyze(batch["image"])
+        if tiled:  # one image per batch
+            out = model.analyze_tiled(batch["image"][0])
+            out = {key: value[None] for key, value in out.items()}
+        else:
+            out = model.analyze(batch["image"])
         parts["scores"].append(out["anomaly_score"].numpy())
-        parts["maps"].append(out["anomaly_map"].numpy())
+        parts["maps"].extend(out["anomaly_map"].numpy())
         parts["winners"].append(out["winner_index"].numpy())
         parts["labels"].append(batch["label"].numpy())
         parts["ids"].append(batch["id"].numpy())
         if images.has_masks:
-            parts["masks"].append(batch["mask"].numpy()[..., 0])
-    result = {k: np.concatenate(v) if v else None for k, v in parts.items()}
+            parts["masks"].extend(batch["mask"].numpy()[..., 0])
+    result = {
+        key: (_stack_or_list(value) if key in ("maps", "masks") else np.concatenate(value))
+        if value
+        else None
+        for key, value in parts.items()
+    }
     result["ids"] = [i.decode() if isinstance(i, bytes) else str(i) for i in result["ids"]]
     return result
 
 
-def choose_threshold(model, val_images, config) -> tuple[float, str]:
-    """The decision threshold: F1-optimal when the validation images include anomalies, else a
-    quantile of the normal validation scores."""
-    quantile = config.eval.threshold_quantile
+def calibrate(model, val_images, config) -> tuple[dict, str]:
+    """The model's decision values from the validation split (see `mhp_keras.calibration`):
+    the image threshold (F1-optimal when the validation images include anomalies, else the
+    `eval.threshold_quantile` of the normal scores), the pixel threshold (the
+    `eval.pixel_threshold_quantile` of the normal images' map pixels) and the score scale.
+    Returns them with a sentence saying where the image threshold came from."""
+    from mhp_keras.calibration import calibrate as from_normal
+    from mhp_keras.calibration import score_scale
+
     if val_images is None or len(val_images) == 0:
-        return float("inf"), "none (no validation images: set data.val_fraction > 0)"
+        values = {"threshold": np.inf, "pixel_threshold": np.inf, "score_scale": 1.0}
+        return values, "none (no validation images: set data.val_fraction > 0)"
     result = collect(model, val_images, config)
-    if len(np.unique(result["labels"])) == 2:  # labelled validation data: use it
-        threshold = metric_fns.f1_optimal_threshold(result["labels"], result["scores"])
-        return threshold, "F1-optimal on labelled validation images"
-    normal = result["scores"][result["labels"] == 0]
-    return metric_fns.threshold_from_normal(normal, quantile), f"validation quantile {quantile}"
+    labels = np.asarray(result["labels"])
+    normal = np.flatnonzero(labels == 0)
+    if normal.size == 0:
+        raise ValueError("the validation split has no normal image to calibrate on")
+    quantile = config.eval.threshold_quantile
+    values = from_normal(
+        result["scores"][normal],
+        [result["maps"][i] for i in normal],
+        quantile,
+        config.eval.pixel_threshold_quantile,
+    )
+    source = f"validation quantile {quantile}"
+    if len(np.unique(labels)) == 2:  # labelled validation data: use it
+        values["threshold"] = metric_fns.f1_optimal_threshold(labels, result["scores"])
+        values["score_scale"] = score_scale(values["threshold"], result["scores"][normal])
+        source = "F1-optimal on labelled validation images"
+    return values, source
+
+
+def choose_threshold(model, val_images, config) -> tuple[float, str]:
+    """The image threshold of `calibrate`, and where it came from."""
+    values, source = calibrate(model, val_images, config)
+    return values["threshold"], source
 
 
 def winner_histogram(winners: np.ndarray, hypotheses: int) -> list[float]:
@@ -56,26 +101,60 @@ def winner_histogram(winners: np.ndarray, hypotheses: int) -> list[float]:
     return (counts / max(counts.sum(), 1)).tolist()
 
 
+# Why image AUROC, AP and F1 are null in metrics.json for a test split of normal images only.
+NO_ANOMALIES = (
+    "undefined: the test split has no anomalous images "
+    "(with data.normal_dir, add data.abnormal_dir)"
+)
+
+
 def compute_metrics(result: dict, threshold: float, hypotheses: int) -> dict:
-    labels, scores = result["labels"], result["scores"]
+    """The metrics of a scored test split at `threshold` (pixel metrics too when it has masks).
+
+    `normal_scores` is the score distribution of the normal test images and the fraction of them
+    flagged at the threshold. Without anomalous test images (a folder of good images only) that is
+    all that can be measured: AUROC, AP and F1 are NaN (null in metrics.json), `image_auroc_note`
+    says why and a warning says so in the log.
+    """
+    labels, scores = np.asarray(result["labels"]), np.asarray(result["scores"])
     out = metric_fns.image_metrics(labels, scores)
     out["threshold"] = float(threshold)
     out["at_threshold"] = metric_fns.classification_at_threshold(labels, scores, threshold)
     out["n_test"] = int(len(labels))
     out["n_anomalous"] = int(labels.sum())
+    out["normal_scores"] = metric_fns.score_distribution(scores[labels == 0], threshold)
     out["winner_histogram"] = winner_histogram(result["winners"], hypotheses)
     if result["masks"] is not None:
         out["pixel_auroc"] = metric_fns.pixel_auroc(result["masks"], result["maps"])
         out["aupro"] = metric_fns.aupro(result["masks"], result["maps"])
+    if out["n_anomalous"] == 0:
+        normal = out["normal_scores"]
+        out["image_auroc_note"] = NO_ANOMALIES
+        logging.warning(
+            "Image AUROC, AP and F1 need anomalous test images and the test split has none (with "
+            "data.normal_dir, add data.abnormal_dir). The %d normal test images score median "
+            "%.4g, p99 %.4g, max %.4g; %.1f%% of them are flagged at the threshold %.4g.",
+            normal["n"],
+            normal["median"],
+            normal["p99"],
+            normal["max"],
+            100.0 * normal["flagged_fraction"],
+            threshold,
+        )
     return out
 
 
-def scores_csv(result: dict, threshold: float) -> str:
+def scores_csv(result: dict, threshold: float, normalized) -> str:
+    """One row per image: id, label, score, predicted (score >= threshold) and the
+    normalized_score (>= 0.5 exactly when predicted)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["id", "label", "score", "predicted"])
-    for i, label, score in zip(result["ids"], result["labels"], result["scores"]):
-        writer.writerow([i, int(label), f"{float(score):.6g}", int(score >= threshold)])
+    writer.writerow(["id", "label", "score", "predicted", "normalized_score"])
+    rows = zip(result["ids"], result["labels"], result["scores"], normalized)
+    for i, label, score, norm in rows:
+        writer.writerow(
+            [i, int(label), f"{float(score):.6g}", int(score >= threshold), f"{norm:.6g}"]
+        )
     return buffer.getvalue()
 
 
@@ -85,20 +164,23 @@ def write_report(model, images, config, result: dict, threshold: float, report_d
 
     # Only the examples shown are decoded again, so a large test set is never held in memory.
     chosen = reports.select_examples(result["scores"], 8)
-    picked = images.subset(chosen)
-    batch = next(
-        iter(dataset_for_split(picked, config, training=False).unbatch().batch(len(chosen)))
-    )
-    out = model.analyze(batch["image"])
+    tiled = model.tiling == "tile"
+    ds = dataset_for_split(images.subset(chosen), config, training=False, native=tiled)
+    rows = [{key: value[0] for key, value in batch.items()} for batch in ds.unbatch().batch(1)]
+    outs = [
+        model.analyze_tiled(row["image"]) if tiled else model.analyze(row["image"][None])
+        for row in rows
+    ]
+    first = (lambda value: value) if tiled else (lambda value: value[0])
     examples = {
-        "images": batch["image"].numpy(),
-        "best": out["best_hypothesis"].numpy(),
-        "hypotheses": out["hypotheses"].numpy(),
-        "maps": out["anomaly_map"].numpy(),
-        "scores": out["anomaly_score"].numpy(),
-        "labels": batch["label"].numpy(),
+        "images": [row["image"].numpy() for row in rows],
+        "best": [first(out["best_hypothesis"]).numpy() for out in outs],
+        "hypotheses": None if tiled else [out["hypotheses"][0].numpy() for out in outs],
+        "maps": [first(out["anomaly_map"]).numpy() for out in outs],
+        "scores": np.asarray([float(first(out["anomaly_score"])) for out in outs]),
+        "labels": np.asarray([int(row["label"]) for row in rows]),
         "ids": [result["ids"][i] for i in chosen],
-        "masks": batch["mask"].numpy()[..., 0] if images.has_masks else None,
+        "masks": [row["mask"].numpy()[..., 0] for row in rows] if images.has_masks else None,
     }
     return reports.write_report(
         report_dir,
@@ -119,13 +201,31 @@ def write_report(model, images, config, result: dict, threshold: float, report_d
 def evaluate(model, data, config, workdir: str, threshold: float | None = None) -> dict:
     """Scores the test split, writes `scores.csv` and the report, returns the metrics."""
     if threshold is None or not np.isfinite(threshold):
-        threshold, source = choose_threshold(model, data.val, config)
+        values, source = calibrate(model, data.val, config)
     else:
+        values = {
+            "threshold": threshold,
+            "pixel_threshold": float(model.pixel_threshold.numpy()),
+            "score_scale": float(model.score_scale.numpy()),
+        }
         source = "stored in the model"
+    threshold = values["threshold"]
     result = collect(model, data.test, config)
     out = compute_metrics(result, threshold, model.hypotheses)
     out["threshold_source"] = source
-    write_text_atomic(os.path.join(workdir, "scores.csv"), scores_csv(result, threshold))
+    out["score_scale"] = values["score_scale"]
+    if result["masks"] is not None:
+        out.update(
+            metric_fns.pixel_decisions(result["masks"], result["maps"], values["pixel_threshold"])
+        )
+    else:
+        out["pixel_threshold"] = values["pixel_threshold"]
+    normalized = decisions(
+        result["scores"], np.zeros([0]), threshold, values["pixel_threshold"], values["score_scale"]
+    )["normalized_score"].numpy()
+    write_text_atomic(
+        os.path.join(workdir, "scores.csv"), scores_csv(result, threshold, normalized)
+    )
     if config.eval.report:
         out["report"] = write_report(
             model, data.test, config, result, threshold, os.path.join(workdir, "report")

@@ -20,19 +20,28 @@ from absl import logging
 
 import mhp_keras
 from mhp_keras import callbacks as cb
-from mhp_keras import distribute
+from mhp_keras import distribute, jit_calibration
 from mhp_keras.config_validation import validate_config
 from mhp_keras.data import load_data
 from mhp_keras.data.pipeline import dataset_for_split
 from mhp_keras.errors import UserError
-from mhp_keras.evaluation import choose_threshold, evaluate, images_only
+from mhp_keras.evaluation import calibrate, evaluate, images_only
 from mhp_keras.hardware import cpu_has_native_bfloat16
 from mhp_keras.io_utils import atomic_path, write_json_atomic
 from mhp_keras.models import build_conad
 
 MODES = ("train_and_evaluate", "train", "evaluate", "export")
 # Keys that may change between runs in one workdir without making it a different model.
-RESUMABLE_KEYS = ("train.epochs", "train.verbose", "eval", "data.data_dir", "data.root")
+RESUMABLE_KEYS = (
+    "train.epochs",
+    "train.verbose",
+    "eval",
+    "data.data_dir",
+    "data.root",
+    "data.normal_dir",
+    "data.abnormal_dir",
+    "data.mask_dir",
+)
 
 
 # train.mixed_precision -> Keras dtype policy.
@@ -150,11 +159,15 @@ def fit_verbosity(config) -> int:
     return verbose
 
 
-def build_and_compile(config, strategy):
+def build_and_compile(config, strategy, jit_compile: bool | None = None):
+    """`jit_compile` overrides `train.jit_compile`, whose "auto" compiles without XLA until
+    `jit_calibration.resolve` sets the model's choice before `fit`."""
+    if jit_compile is None:
+        jit_compile = jit_calibration.compile_flag(config.train.jit_compile)
     with strategy.scope():
         model = build_conad(config)
         g_opt, d_opt = make_optimizers(config)
-        model.compile(g_optimizer=g_opt, d_optimizer=d_opt, jit_compile=config.train.jit_compile)
+        model.compile(g_optimizer=g_opt, d_optimizer=d_opt, jit_compile=jit_compile)
     return model
 
 
@@ -210,6 +223,17 @@ def train(config, data, workdir: str, strategy_name: str = "default"):
     start = time.perf_counter()
     with strategy.scope():
         initial_epoch = cb.restore_backup(model, backup_dir(workdir, chief))
+    # After the build and restore, so the calibration's throw-away model cannot touch them.
+    jit = jit_calibration.resolve(
+        config,
+        strategy,
+        model,
+        data.train,
+        backup_dir(workdir, chief),
+        steps_per_epoch=steps_per_epoch,
+        initial_epoch=initial_epoch,
+        build=lambda jit_compile: build_and_compile(config, strategy, jit_compile),
+    )
     history = model.fit(
         train_ds,
         validation_data=val_ds,
@@ -228,13 +252,14 @@ def train(config, data, workdir: str, strategy_name: str = "default"):
             " (if any epoch finished). Try a lower train.g_lr/train.d_lr, train.clip_norm > 0, "
             "or a smaller loss.adv_weight."
         )
-    threshold, source = choose_threshold(model, data.val, config)
-    model.threshold.assign(threshold)
+    values, source = calibrate(model, data.val, config)
+    model.set_calibration(**values)
+    threshold = values["threshold"]
     if chief:
         save_model(model, os.path.join(workdir, "model.keras"))
     logging.info("Threshold %.6g from %s.", threshold, source)
     epochs = {"first": history.epoch[0] if history.epoch else None, "run": len(history.epoch)}
-    return model, {"train_seconds": seconds, "epochs": epochs}
+    return model, {"train_seconds": seconds, "epochs": epochs, "jit_compile": jit}
 
 
 def save_model(model, path: str) -> None:
@@ -283,6 +308,7 @@ def run(
         model, train_info = train(config, data, workdir, strategy)
         timings["train_seconds"] = train_info["train_seconds"]
         summary["epochs"] = train_info["epochs"]
+        summary["jit_compile"] = train_info["jit_compile"]
         if not chief:  # the chief evaluates and writes the run's files
             return summary
         summary["export"] = export(model, config, workdir)

@@ -8,21 +8,35 @@ never replaced unless `overwrite=True`.
 Signatures (S = model.image_size, C = model.channels, K = model.hypotheses):
 
 * `serving_default`: input `images`, uint8 [batch, height, width, C], any batch and size.
-* `serving_bytes`: input `image_bytes`, string [batch] of encoded PNG / JPEG / BMP / GIF (8 or
-  16 bit, any channel count: alpha is dropped, grey and RGB are converted as in training).
+* `serving_bytes`: input `image_bytes`, string [batch] of encoded images, decoded in the graph by
+  TF 2.21's `tf.io.decode_image` (float32 result, as in training), which reads exactly: PNG (1 to
+  16 bit; grey, grey + alpha, palette, RGB, RGBA), JPEG (grey, RGB, CMYK), GIF (first frame) and
+  uncompressed BMP (8-bit grey, 24 and 32 bit). Alpha is dropped, grey and RGB are converted as
+  in training. TIFF, WebP ("WebP only supports uint8 for dtype") and 1/4/16-bit or RLE BMPs fail
+  with an InvalidArgumentError; BMPs with a colour palette decode wrongly (TF ignores the
+  palette). Send those as pixels to `serving_default`, as `mhp-predict` does
+  (`mhp_keras.data.image_files.needs_host_decoding` tells which files they are).
 
-Both scale to [0, 1] and resize to S x S inside the graph with the training pipeline's own
-functions (`convert_image_dtype`, then bilinear antialiased `resize_image`), so serving
-preprocesses exactly like training, and both return
+Both scale to [0, 1] inside the graph with the training pipeline's own functions
+(`convert_image_dtype`). A model with `tiling="tile"` then scores each image at its own size on
+S x S tiles (`ConAD.analyze_tiled`); otherwise each image is resized to S x S (bilinear,
+antialiased `resize_image`), as the pipeline does. Both return (H x W = S x S without tiling; with
+tiling, the largest image of the request, smaller maps zero-padded at the bottom and right):
 
 * `anomaly_score` float32 [batch]: the model's score (`score.aggregate` of the map);
-* `anomaly_map` float32 [batch, S, S]: the per-pixel NLL under the winning hypothesis;
-* `is_anomalous` bool [batch]: `anomaly_score >= threshold`, with `model.threshold` frozen into the
-  graph as a constant at export time (a model without a threshold, +inf, flags nothing);
-* `best_hypothesis` float32 [batch, S, S, C]: the winning reconstruction in [0, 1];
+* `anomaly_map` float32 [batch, H, W]: the per-pixel NLL under the winning hypothesis;
+* `is_anomalous` bool [batch]: `anomaly_score >= threshold`;
+* `normalized_score` float32 [batch] in [0, 1], monotone in the score, >= 0.5 exactly when
+  `is_anomalous` (see `mhp_keras.calibration`);
+* `anomaly_mask` bool [batch, H, W]: `anomaly_map >= pixel_threshold`;
+* `best_hypothesis` float32 [batch, H, W, C]: the winning reconstruction in [0, 1];
 * `winner_index` int32 [batch]: the winning head. For pixel-wise WTA (`loss.wta="pixel"`) each
   pixel has its own winner; the export reports the per-image majority (the head that wins the
-  most pixels, ties to the lowest index).
+  most pixels, ties to the lowest index); with tiling, the head that won the most tiles;
+* `map_size` int32 [batch, 2]: the height and width of each image's own map.
+
+The thresholds and the score scale are frozen into the graph as constants at export time (a model
+without thresholds, +inf, flags nothing).
 
 Input checks. The signature wrappers of a loaded SavedModel (and TF Serving) enforce the dtype but
 not the shape, so the graph checks rank and channel count itself and fails with an
@@ -50,12 +64,22 @@ import re
 import tensorflow as tf
 
 import mhp_keras
+from mhp_keras import calibration
 from mhp_keras.data.pipeline import convert_channels, resize_image
 from mhp_keras.errors import ConfigError, UserError
 from mhp_keras.io_utils import atomic_path, write_json_atomic
 
 METADATA_FILE = os.path.join("assets.extra", "mhp_keras.json")
-OUTPUT_KEYS = ("anomaly_score", "anomaly_map", "is_anomalous", "best_hypothesis", "winner_index")
+OUTPUT_KEYS = (
+    "anomaly_score",
+    "anomaly_map",
+    "is_anomalous",
+    "normalized_score",
+    "anomaly_mask",
+    "best_hypothesis",
+    "winner_index",
+    "map_size",
+)
 WINNER_RULE = {
     "sample": "winning head of the image (lowest summed NLL)",
     "pixel": "per-image majority of the per-pixel winners (ties to the lowest head index)",
@@ -79,6 +103,13 @@ def _runtime_rank(shape: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(tf.cast(shape >= 0, tf.int32))
 
 
+def _pad_to(tensor: tf.Tensor, height, width) -> tf.Tensor:
+    """[h, w, ...] padded with zeros at the bottom and right to [height, width, ...]."""
+    shape = tf.shape(tensor)
+    extra = [[0, 0]] * (len(tensor.shape) - 2)
+    return tf.pad(tensor, [[0, height - shape[0]], [0, width - shape[1]]] + extra)
+
+
 class _ServingModule(tf.Module):
     """The model's variables plus the two serving functions; what `tf.saved_model.save` writes."""
 
@@ -87,26 +118,75 @@ class _ServingModule(tf.Module):
         # Only the variables are tracked (as keras.export.ExportArchive does), not the Keras model.
         self.model_variables = list(model.variables)
         size, channels = model.image_size, model.channels
-        threshold = float(model.threshold.numpy())
+        tiled = model.tiling == "tile"
+        calibration_values = [
+            tf.constant(float(v.numpy()), tf.float32)
+            for v in (model.threshold, model.pixel_threshold, model.score_scale)
+        ]
         wta, hypotheses = model.wta, model.hypotheses
         images_msg = f"expected images shaped [batch, height, width, {channels}] uint8"
-        bytes_msg = "expected image_bytes shaped [batch]: one encoded PNG/JPEG/BMP/GIF per image"
+        bytes_msg = (
+            "expected image_bytes shaped [batch]: one encoded PNG, JPEG, GIF or uncompressed BMP "
+            "per image (TIFF and WebP go as pixels to serving_default)"
+        )
 
-        def outputs(images):
-            """The signature outputs for a float [B, S, S, C] batch in [0, 1]."""
+        def finish(out):
+            """The signature outputs from scores, maps, best guesses, winners and map sizes."""
+            decided = calibration.decisions(
+                out["anomaly_score"], out["anomaly_map"], *calibration_values
+            )
+            return {
+                "anomaly_score": tf.identity(out["anomaly_score"], name="anomaly_score"),
+                "anomaly_map": tf.identity(out["anomaly_map"], name="anomaly_map"),
+                "is_anomalous": decided["is_anomalous"],
+                "normalized_score": decided["normalized_score"],
+                "anomaly_mask": decided["anomaly_mask"],
+                "best_hypothesis": tf.identity(out["best_hypothesis"], name="best_hypothesis"),
+                "winner_index": tf.cast(out["winner_index"], tf.int32),
+                "map_size": tf.cast(out["map_size"], tf.int32),
+            }
+
+        def whole_images(images):
+            """Outputs for a float [B, S, S, C] batch in [0, 1], scored whole."""
             out = model.analyze(images)
-            score = out["anomaly_score"]
             winner = out["winner_index"]
             if wta == "pixel":
                 counts = tf.reduce_sum(tf.one_hot(winner, hypotheses, dtype=tf.int32), axis=[1, 2])
                 winner = tf.argmax(counts, axis=1, output_type=tf.int32)
-            return {
-                "anomaly_score": tf.identity(score, name="anomaly_score"),
-                "anomaly_map": tf.identity(out["anomaly_map"], name="anomaly_map"),
-                "is_anomalous": tf.greater_equal(score, tf.constant(threshold, tf.float32)),
-                "best_hypothesis": tf.identity(out["best_hypothesis"], name="best_hypothesis"),
-                "winner_index": tf.cast(winner, tf.int32),
-            }
+            batch = tf.shape(images)[0]
+            out = dict(out, winner_index=winner, map_size=tf.fill([batch, 2], size))
+            return finish(out)
+
+        def tiled_images(count, image_at):
+            """Outputs for `count` float [h, w, C] images (`image_at(i)`, sizes may differ),
+            each scored on tiles at its own size; maps are zero-padded to the batch's largest
+            size, and map_size says each image's own [height, width]."""
+            shapes = tf.TensorArray(tf.int32, size=count)
+            images = tf.TensorArray(tf.float32, size=count, infer_shape=False)
+
+            def decode_one(i, images, shapes):
+                image = image_at(i)
+                return i + 1, images.write(i, image), shapes.write(i, tf.shape(image)[:2])
+
+            _, images, shapes = tf.while_loop(
+                lambda i, *_: i < count, decode_one, (tf.constant(0), images, shapes)
+            )
+            map_size = shapes.stack()
+            height, width = tf.reduce_max(map_size[:, 0]), tf.reduce_max(map_size[:, 1])
+            keys = ("anomaly_score", "winner_index", "anomaly_map", "best_hypothesis")
+            dtypes = (tf.float32, tf.int32, tf.float32, tf.float32)
+
+            def score_one(i, arrays):
+                out = model.analyze_tiled(images.read(i))
+                out["anomaly_map"] = _pad_to(out["anomaly_map"], height, width)
+                out["best_hypothesis"] = _pad_to(out["best_hypothesis"], height, width)
+                return i + 1, tuple(a.write(i, out[k]) for a, k in zip(arrays, keys))
+
+            arrays = tuple(tf.TensorArray(dtype, size=count) for dtype in dtypes)
+            _, arrays = tf.while_loop(lambda i, _: i < count, score_one, (tf.constant(0), arrays))
+            out = {key: array.stack() for key, array in zip(keys, arrays)}
+            out["map_size"] = map_size
+            return finish(out)
 
         @tf.function(
             input_signature=[tf.TensorSpec([None, None, None, channels], tf.uint8, name="images")]
@@ -120,7 +200,9 @@ class _ServingModule(tf.Module):
             ]
             with tf.control_dependencies(checks):
                 images = tf.image.convert_image_dtype(images, tf.float32)
-            return outputs(resize_image(images, size))
+            if tiled:
+                return tiled_images(shape[0], lambda i: images[i])
+            return whole_images(resize_image(images, size))
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
         def serving_bytes(image_bytes):
@@ -132,21 +214,27 @@ class _ServingModule(tf.Module):
 
             def decode(contents):
                 image = tf.io.decode_image(contents, expand_animations=False, dtype=tf.float32)
-                return resize_image(convert_channels(image, channels), size)
+                return convert_channels(image, channels)
 
+            if tiled:
+                return tiled_images(tf.shape(image_bytes)[0], lambda i: decode(image_bytes[i]))
             images = tf.map_fn(
-                decode,
+                lambda contents: resize_image(decode(contents), size),
                 image_bytes,
                 fn_output_signature=tf.TensorSpec([size, size, channels], tf.float32),
             )
-            return outputs(images)
+            return whole_images(images)
 
         self.serving_default = serving_default
         self.serving_bytes = serving_bytes
 
 
+def _finite_or_none(value: float):
+    """JSON has no infinity: an unset (+inf) threshold is written as null."""
+    return value if math.isfinite(value) else None
+
+
 def export_metadata(model, model_name: str | None, version: int | None) -> dict:
-    threshold = float(model.threshold.numpy())
     return {
         "format": "mhp_keras.conad.saved_model",
         "mhp_keras_version": mhp_keras.__version__,
@@ -159,14 +247,22 @@ def export_metadata(model, model_name: str | None, version: int | None) -> dict:
         "hypotheses": model.hypotheses,
         "latent_dim": model.latent_dim,
         "wta": model.wta,
-        # JSON has no infinity: an unset (+inf) threshold is written as null.
-        "threshold": threshold if math.isfinite(threshold) else None,
+        "threshold": _finite_or_none(float(model.threshold.numpy())),
+        "pixel_threshold": _finite_or_none(float(model.pixel_threshold.numpy())),
+        "score_scale": float(model.score_scale.numpy()),
         "score_aggregate": model.score_aggregate,
         "topk_fraction": model.topk_fraction,
+        "tiling": model.tiling,
+        "tile_stride": model.stride if model.tiling == "tile" else None,
+        "tile_scale": model.tile_scale,
         "winner_index": WINNER_RULE[model.wta],
         "signatures": {
             "serving_default": f"images: uint8 [batch, height, width, {model.channels}]",
-            "serving_bytes": "image_bytes: string [batch] of encoded PNG/JPEG/BMP/GIF",
+            "serving_bytes": (
+                "image_bytes: string [batch] of encoded PNG (1-16 bit), JPEG (grey, RGB, CMYK), "
+                "GIF (first frame) or uncompressed BMP (8-bit grey, 24, 32 bit); not TIFF, WebP, "
+                "palette or RLE BMP"
+            ),
             "outputs": list(OUTPUT_KEYS),
         },
     }

@@ -148,3 +148,27 @@ def aggregate_map(amap, method="sum", topk_fraction=0.1):
         k = tf.clip_by_value(k, 1, n)
         return tf.reduce_sum(tf.math.top_k(flat, k=k, sorted=False).values, axis=1)
     raise ValueError(f"method={method!r}: expected one of {list(AGGREGATES)}.")
+
+
+def gaussian_kernel_1d(sigma: float) -> list[float]:
+    """A normalised Gaussian of standard deviation `sigma` pixels, truncated at 3 sigma."""
+    radius = max(1, int(math.ceil(3.0 * sigma)))
+    weights = [math.exp(-0.5 * (i / sigma) ** 2) for i in range(-radius, radius + 1)]
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def smooth_map(amap, sigma: float):
+    """[B, h, w] maps blurred by a Gaussian of `sigma` pixels (0 = unchanged), reflecting at the
+    borders so edges are not darkened; separable, as two 1-D convolutions."""
+    if sigma <= 0:
+        return amap
+    kernel = tf.constant(gaussian_kernel_1d(sigma), tf.float32)
+    radius = (int(kernel.shape[0]) - 1) // 2
+    x = tf.cast(amap, tf.float32)[..., None]
+    # Reflection needs the map to be wider than the kernel's radius; symmetric padding repeats
+    # the edge pixel and works down to 1-pixel maps.
+    x = tf.pad(x, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="SYMMETRIC")
+    x = tf.nn.conv2d(x, tf.reshape(kernel, [-1, 1, 1, 1]), 1, "VALID")
+    x = tf.nn.conv2d(x, tf.reshape(kernel, [1, -1, 1, 1]), 1, "VALID")
+    return x[..., 0]

@@ -125,48 +125,111 @@ def classification_at_threshold(labels, scores, threshold: float) -> dict:
     }
 
 
-def _masks_maps(masks, maps) -> tuple[np.ndarray, np.ndarray]:
-    """Both as [N, h, w]; a trailing channel axis of size 1 is dropped."""
-    masks, maps = np.asarray(masks), np.asarray(maps, dtype=np.float64)
-    if masks.ndim == 4 and masks.shape[-1] == 1:
-        masks = masks[..., 0]
-    if maps.ndim == 4 and maps.shape[-1] == 1:
-        maps = maps[..., 0]
-    if masks.ndim == 2:
-        masks, maps = masks[None], maps[None]
-    if masks.shape != maps.shape or masks.ndim != 3:
-        raise ValueError(f"masks {masks.shape} and maps {maps.shape} must both be [N, h, w]")
-    return masks > 0.5, maps
+def score_distribution(scores, threshold: float) -> dict:
+    """Summary of one group of image scores and how many of them `threshold` flags.
+
+    For a test split without anomalous images, where AUROC is undefined, this is what can be said:
+    where the normal scores lie relative to the threshold, and the false-alarm rate it gives
+    (`flagged_fraction`, the share with `score >= threshold`). Quantiles are numpy's linear
+    interpolation; every value is NaN for an empty group.
+    """
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    keys = ("min", "median", "p95", "p99", "max", "flagged_fraction")
+    if scores.size == 0:
+        return {"n": 0, **dict.fromkeys(keys, NAN)}
+    low, median, p95, p99, high = np.quantile(scores, [0.0, 0.5, 0.95, 0.99, 1.0])
+    return {
+        "n": int(scores.size),
+        "min": float(low),
+        "median": float(median),
+        "p95": float(p95),
+        "p99": float(p99),
+        "max": float(high),
+        "flagged_fraction": float(np.mean(scores >= threshold)),
+    }
+
+
+def _image_pairs(masks, maps) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per image, its mask (bool [h, w]) and map (float64 [h, w]).
+
+    Takes arrays [N, h, w] (a trailing channel axis of size 1 is dropped, a single [h, w] image
+    is accepted) or lists of per-image arrays, whose sizes may differ (native-resolution maps).
+    """
+
+    def per_image(values, dtype):
+        if isinstance(values, (list, tuple)):
+            values = [np.asarray(v, dtype=dtype) for v in values]
+        else:
+            values = np.asarray(values, dtype=dtype)
+            values = values[None] if values.ndim == 2 else values
+        return [v[..., 0] if v.ndim == 3 and v.shape[-1] == 1 else v for v in values]
+
+    masks, maps = per_image(masks, np.float64), per_image(maps, np.float64)
+    if len(masks) != len(maps) or any(
+        a.shape != b.shape or a.ndim != 2 for a, b in zip(masks, maps)
+    ):
+        shapes = [(a.shape, b.shape) for a, b in zip(masks, maps)][:3]
+        raise ValueError(
+            f"masks and maps must pair up as [h, w] images of equal size: {len(masks)} masks, "
+            f"{len(maps)} maps, first shapes {shapes}"
+        )
+    return [m > 0.5 for m in masks], maps
+
+
+def _flat(images: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([i.reshape(-1) for i in images]) if images else np.zeros([0])
 
 
 def pixel_auroc(masks, maps) -> float:
     """AUROC over all pixels of all images; NaN without both anomalous and normal pixels."""
-    masks, maps = _masks_maps(masks, maps)
-    if not _both_classes(masks):
+    masks, maps = _image_pairs(masks, maps)
+    flat_masks = _flat(masks)
+    if not _both_classes(flat_masks):
         return NAN
-    return float(roc_auc_score(masks.reshape(-1), maps.reshape(-1)))
+    return float(roc_auc_score(flat_masks, _flat(maps)))
 
 
-def _pixel_weights(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Per pixel: its FPR increment when it crosses the threshold, its PRO increment, #regions.
+def pixel_decisions(masks, maps, pixel_threshold: float) -> dict:
+    """Pixel F1 and IoU of the decision `map >= pixel_threshold` against the masks, over all
+    pixels of all images (one confusion count, as pixel AUROC pools them). NaN where a ratio has
+    no pixels at all to count."""
+    masks, maps = _image_pairs(masks, maps)
+    truth, predicted = _flat(masks).astype(bool), _flat(maps) >= pixel_threshold
+    tp = int(np.sum(truth & predicted))
+    fp = int(np.sum(~truth & predicted))
+    fn = int(np.sum(truth & ~predicted))
+    return {
+        "pixel_threshold": float(pixel_threshold),
+        "pixel_f1": _ratio(2 * tp, 2 * tp + fp + fn, NAN),
+        "pixel_iou": _ratio(tp, tp + fp + fn, NAN),
+        "pixel_precision": _ratio(tp, tp + fp, NAN),
+        "pixel_recall": _ratio(tp, tp + fn, NAN),
+    }
+
+
+def _pixel_weights(masks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per pixel (flattened over all images): its FPR increment when it crosses the threshold,
+    its PRO increment, and the number of regions.
 
     A normal pixel adds 1/#normal to the FPR; a pixel of region r adds 1/(|r| * #regions) to the
     PRO, so summing the weights of the pixels above a threshold gives exactly FPR and the mean
     per-region overlap at that threshold.
     """
-    regions = np.zeros(masks.shape, dtype=np.int64)
+    regions = []
     n_regions = 0
-    for i, mask in enumerate(masks):
+    for mask in masks:
         # Regions are per image; offset the ids so they are unique across the dataset.
         labelled, count = ndimage.label(mask, structure=_REGION_STRUCTURE)
-        regions[i] = np.where(labelled > 0, labelled + n_regions, 0)
+        regions.append(np.where(labelled > 0, labelled + n_regions, 0).reshape(-1))
         n_regions += count
-    sizes = np.bincount(regions.reshape(-1), minlength=n_regions + 1)
-    pro_w = np.zeros(masks.shape, dtype=np.float64)
+    regions = np.concatenate(regions) if regions else np.zeros([0], np.int64)
+    flat_masks = _flat(masks).astype(bool)
+    sizes = np.bincount(regions, minlength=n_regions + 1)
+    pro_w = np.zeros(regions.shape, dtype=np.float64)
     if n_regions:
-        pro_w[masks] = 1.0 / (sizes[regions[masks]] * n_regions)
-    n_normal = int((~masks).sum())
-    fpr_w = np.where(masks, 0.0, 1.0 / max(n_normal, 1))
+        pro_w[flat_masks] = 1.0 / (sizes[regions[flat_masks]] * n_regions)
+    n_normal = int((~flat_masks).sum())
+    fpr_w = np.where(flat_masks, 0.0, 1.0 / max(n_normal, 1))
     return fpr_w, pro_w, n_regions
 
 
@@ -177,9 +240,9 @@ def pro_curve(masks, maps, num_thresholds: int | None = None) -> tuple[np.ndarra
     pixels). An int uses that many evenly spaced thresholds over [min, max] of the maps instead,
     which is cheaper for huge inputs and an under-estimate of the exact curve's area.
     """
-    masks, maps = _masks_maps(masks, maps)
+    masks, maps = _image_pairs(masks, maps)
     fpr_w, pro_w, _ = _pixel_weights(masks)
-    values = maps.reshape(-1)
+    values = _flat(maps)
     if num_thresholds is None:
         thresholds, bins = np.unique(values, return_inverse=True)
     else:
@@ -219,8 +282,8 @@ def aupro(masks, maps, fpr_limit: float = 0.3, num_thresholds: int | None = None
     """
     if not 0.0 < fpr_limit <= 1.0:
         raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
-    bool_masks, _ = _masks_maps(masks, maps)
-    if not _both_classes(bool_masks):
+    bool_masks, _ = _image_pairs(masks, maps)
+    if not _both_classes(_flat(bool_masks)):
         return NAN
     fpr, pro = pro_curve(masks, maps, num_thresholds)
     return _area_up_to(fpr, pro, fpr_limit) / fpr_limit

@@ -18,6 +18,10 @@ SUPPORTED_SIZES = (16, 32, 64, 128, 256)
 WTA_MODES = ("sample", "pixel")
 AGGREGATES = ("sum", "mean", "topk")
 ADV_HYPOTHESES = ("sample", "all")
+TILINGS = ("none", "tile")
+# Config values the model resolves from other keys: score.tiling="auto" tiles at inference
+# exactly when training does (data.crop="tile").
+AUTO = "auto"
 
 # ConAD argument -> config key (dotted, below the config's root).
 CONFIG_KEYS = {
@@ -40,6 +44,10 @@ CONFIG_KEYS = {
     "adv_hypotheses": "loss.adv_hypotheses",
     "score_aggregate": "score.aggregate",
     "topk_fraction": "score.topk_fraction",
+    "tiling": "score.tiling",
+    "tile_stride": "score.tile_stride",
+    "tile_scale": "score.tile_scale",
+    "map_sigma": "score.map_sigma",
     "clip_norm": "train.clip_norm",
     "seed": "seed",
 }
@@ -51,14 +59,6 @@ def config_value(config, key: str):
     for part in key.split("."):
         value = value[part]
     return value
-
-
-def _defaults() -> dict:
-    config = base_config()
-    return {arg: config_value(config, key) for arg, key in CONFIG_KEYS.items()}
-
-
-DEFAULTS: Mapping = _defaults()
 
 
 def _is_int(value) -> bool:
@@ -96,6 +96,19 @@ RULES: dict[str, Rule] = {
     "score_aggregate": (lambda v, _: v in AGGREGATES, f"one of {list(AGGREGATES)}"),
     "topk_fraction": (lambda v, _: _is_number(v) and 0.0 < v <= 1.0, "a fraction in (0, 1]"),
     "clip_norm": (lambda v, _: _is_number(v) and v >= 0, "a norm >= 0 (0 = off)"),
+    "tiling": (lambda v, _: v in TILINGS, f"one of {list(TILINGS)}"),
+    "tile_stride": (
+        lambda v, values: (
+            v is None
+            or (_is_int(v) and 1 <= v <= values["image_size"] and values["image_size"] % v == 0)
+        ),
+        "unset (half a tile) or a number of pixels >= 1 that divides the tile size image_size",
+    ),
+    "tile_scale": (lambda v, _: _is_number(v) and 0 < v <= 16, "a scale in (0, 16]"),
+    "map_sigma": (
+        lambda v, _: v is None or (_is_number(v) and 0 <= v <= 64),
+        "unset (image_size / 32), 0 (off) or a blur in pixels up to 64",
+    ),
 }
 
 
@@ -108,5 +121,13 @@ def first_invalid(values: Mapping) -> tuple[str, str] | None:
 
 
 def conad_arguments(config) -> dict:
-    """The ConAD constructor arguments of an experiment config."""
-    return {arg: config_value(config, key) for arg, key in CONFIG_KEYS.items()}
+    """The ConAD constructor arguments of an experiment config ("auto" values resolved)."""
+    arguments = {arg: config_value(config, key) for arg, key in CONFIG_KEYS.items()}
+    if arguments["tiling"] == AUTO:
+        arguments["tiling"] = "tile" if config.data.crop == "tile" else "none"
+    return arguments
+
+
+# Every ConAD default, read from the config's defaults ("auto" resolved as for a config that
+# does not train on tiles).
+DEFAULTS: Mapping = conad_arguments(base_config())

@@ -97,6 +97,22 @@ def _spread(low: float, high: float) -> tuple[float, float]:
     return low - pad, high + pad
 
 
+def _pixels(maps, labels=None) -> tuple[np.ndarray, np.ndarray]:
+    """All pixels of `maps` (an array, or a list of maps of different sizes) and those of the
+    normal images (labels 0; all of them if no label says normal), flattened, float64."""
+    if isinstance(maps, np.ndarray) or not isinstance(maps, (list, tuple)):
+        maps = np.asarray(maps, dtype=np.float64)
+        per_image = list(maps) if maps.ndim >= 2 else [maps]
+    else:
+        per_image = [np.asarray(m, dtype=np.float64) for m in maps]
+    flat = np.concatenate([m.reshape(-1) for m in per_image]) if per_image else np.zeros([0])
+    labels = None if labels is None else np.asarray(labels).reshape(-1)
+    if labels is None or len(labels) != len(per_image) or not np.any(labels == 0):
+        return flat, flat
+    normal = [m.reshape(-1) for m, label in zip(per_image, labels) if label == 0]
+    return flat, np.concatenate(normal)
+
+
 def heatmap_norm(maps, labels=None, pixel_threshold: float | None = None) -> mcolors.Normalize:
     """One pixel-value -> [0, 1] scale for every heatmap of a figure.
 
@@ -105,13 +121,10 @@ def heatmap_norm(maps, labels=None, pixel_threshold: float | None = None) -> mco
     says normal), vmax = HIGH_PERCENTILE of all maps. With a `pixel_threshold` the scale is
     two-sloped with that value at its midpoint, so cold turns to hot exactly there.
     """
-    maps = np.asarray(maps, dtype=np.float64)
+    maps, normal = _pixels(maps, labels)
     finite = np.isfinite(maps)
     if not finite.any():
         return mcolors.Normalize(0.0, 1.0)
-    normal = maps
-    if labels is not None and np.any(np.asarray(labels).reshape(-1) == 0):
-        normal = maps[np.asarray(labels).reshape(-1) == 0]
     low = float(np.percentile(normal[np.isfinite(normal)], LOW_PERCENTILE))
     high = float(np.percentile(maps[finite], HIGH_PERCENTILE))
     if pixel_threshold is None:
@@ -144,11 +157,10 @@ def heatmap_scale(
 ) -> mcolors.Normalize:
     """THE colour scale of every heat map this project draws (reports, TensorBoard, mhp-predict):
     `heatmap_norm` over all the maps of a split or run, centred on the pixel value that matches
-    the image threshold (`pixel_anchor`) when there is one. `maps` is [N, h, w], or a flat sample
-    of pixels with the map size given as `pixels`."""
-    maps = np.asarray(maps)
-    if pixels is None:
-        pixels = int(maps.shape[-2] * maps.shape[-1])
+    the image threshold (`pixel_anchor`) when there is one. `maps` is [N, h, w], a list of maps
+    of different sizes, or a flat sample of pixels with the map size given as `pixels`."""
+    if pixels is None:  # the mean map size: maps of different sizes share one scale
+        pixels = int(np.mean([np.asarray(m).size for m in maps])) if len(maps) else 1
     return heatmap_norm(maps, labels, pixel_anchor(threshold, aggregate, topk_fraction, pixels))
 
 
@@ -245,21 +257,24 @@ def plot_examples(
     Rows are the most anomalous then the least anomalous images (`select_examples`). Every row
     shares one heat-map scale: `norm` (the split's `heatmap_scale`), or without it
     `heatmap_scale` of the given maps.
-    Shapes: images/best [N, h, w, C] in [0, 1], hypotheses [N, K, h, w, C], maps [N, h', w'],
-    masks [N, h, w] or [N, h, w, 1].
+    Shapes: images/best [N, h, w, C] in [0, 1], hypotheses [N, K, h, w, C] (or None: tiled
+    scoring stitches the best guess only), maps [N, h', w'], masks [N, h, w] or [N, h, w, 1];
+    each may also be a list of per-image arrays of different sizes.
     """
     scores, labels = _flat(scores), _flat(labels, np.int64)
-    hypotheses, maps = np.asarray(hypotheses), np.asarray(maps, dtype=np.float64)
-    if maps.ndim == 4:
-        maps = maps[..., 0]
+    maps = [np.asarray(m, dtype=np.float64) for m in maps]
+    maps = [m[..., 0] if m.ndim == 3 else m for m in maps]
     if norm is None:
         norm = heatmap_scale(maps, labels, threshold=threshold)
     chosen = select_examples(scores, n)
-    names = _column_names(hypotheses.shape[1], masks is not None)
+    k = 0 if hypotheses is None else np.asarray(hypotheses[0]).shape[0]
+    names = _column_names(k, masks is not None)
     fig = Figure(figsize=(1.35 * len(names) + 1.0, 1.6 * len(chosen) + 0.6), layout="constrained")
     axes = fig.subplots(len(chosen), len(names), squeeze=False)
     for row, i in enumerate(chosen):
-        cells = [_as_rgb(images[i]), _as_rgb(best[i]), *_as_rgb(hypotheses[i])]
+        cells = [_as_rgb(images[i]), _as_rgb(best[i])]
+        if k:
+            cells += list(_as_rgb(hypotheses[i]))
         cells.append(overlay(images[i], heatmap_rgb(maps[i], norm)))
         if masks is not None:
             cells.append(np.asarray(masks[i], dtype=np.float64))

@@ -24,6 +24,7 @@ EXPECTED = {
         "pipeline",
         "inference",
         "memory",
+        "tiled",
         "flops",
     },
     "machine": {
@@ -88,10 +89,13 @@ EXPECTED = {
         "batch",
         "steps",
     },
+    "tiled": {"speed", "memory"},
+    "mhp_wta": {"supported", "h8_over_h1", "by_hypotheses"},
     "flops": {
         "method",
         "per_image",
         "train_h8_over_h1",
+        "mhp_wta_train_h8_over_h1",
         "achieved_train_flops_per_s",
         "fraction_of_matmul_peak",
     },
@@ -100,6 +104,9 @@ EXPECTED = {
         "train_h8_over_h1_target",
         "train_h8_over_h1_ok",
         "train_h8_over_h1_bfloat16",
+        "h8_over_h1_per_flop_ratio",
+        "mhp_wta_h8_over_h1",
+        "mhp_wta_h8_over_h1_per_flop_ratio",
         "pipeline_over_memory",
         "pipeline_over_memory_target",
         "pipeline_over_memory_ok",
@@ -145,11 +152,19 @@ def test_measurements_are_sane(smoke):
     _, results = smoke
     for value in (
         results["ratios"]["train_h8_over_h1"],
+        results["ratios"]["mhp_wta_h8_over_h1"],
+        results["flops"]["mhp_wta_train_h8_over_h1"],
         results["pipeline"]["ratio"],
         results["inference"]["saved_model_images_per_s"],
         results["memory"]["peak_rss_mb"],
+        results["tiled"]["speed"]["tiles_per_s"],
+        results["tiled"]["memory"]["peak_rss_mb"],
     ):
         assert value is not None and math.isfinite(value) and value > 0
+    # The tiled probe scored the whole big image and returned a map of its size.
+    memory = results["tiled"]["memory"]
+    side = memory["image_side"]
+    assert memory["finite"] and memory["map_shape"] == [1, side, side]
     # Under mixed_bfloat16 the network computes in bfloat16 but NLL and losses stay float32.
     if results["bfloat16"]["supported"]:
         checks = results["bfloat16"]["checks"]

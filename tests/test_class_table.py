@@ -1,4 +1,7 @@
-"""`--mode=benchmark_classes`: every class in turn, N seeds, a per-class table with mean and std."""
+"""`--mode=benchmark_classes`: every class in turn, N seeds, a per-class table with mean and std.
+
+It is `--mode=ablation` with one variant, the config as given (tests/test_ablation.py tests the
+shared loop); these tests pin what it keeps of its own: the folders and the per-class tables."""
 
 import json
 import subprocess
@@ -34,6 +37,11 @@ def test_benchmark_classes_mode_writes_tables(tmp_path):
     )
     result = subprocess.run(command, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "benchmark_classes: 4/4 runs done (0 reused)" in result.stdout
+    assert "RESULT per-class table written to" in result.stdout
+    # No variant folder: the layout of workdirs made before the ablation existed.
+    assert (tmp_path / "class_7" / "seed_1" / "metrics.json").exists()
+    assert not (tmp_path / "ablation.md").exists()
     table = (tmp_path / "classes.md").read_text()
     assert "| 0 |" in table and "| 7 |" in table and "**mean**" in table
     runs = json.loads((tmp_path / "classes.json").read_text())["runs"]

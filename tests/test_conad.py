@@ -94,7 +94,10 @@ def test_pixel_wta_trains_and_scores():
     assert out["winner_index"].shape == (4, 16, 16)
     means, log_vars = model(images(4))
     nll = losses.gaussian_nll(images(4), means, log_vars).numpy()
-    np.testing.assert_allclose(maps, nll.min(1), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out["raw_map"], nll.min(1), rtol=1e-4, atol=1e-6)
+    # The map for localization is the raw map blurred by image_size / 32 pixels.
+    blurred = losses.smooth_map(nll.min(1), model.blur).numpy()
+    np.testing.assert_allclose(maps, blurred, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(scores, nll.min(1).sum((1, 2)), rtol=1e-4)
 
 
@@ -115,9 +118,11 @@ def test_score_uses_the_winning_head_and_aggregates():
     means, log_vars = model(x)
     nll = losses.gaussian_nll(x, means, log_vars).numpy()
     winners = nll.sum((2, 3)).argmin(1)
-    np.testing.assert_allclose(maps, nll[np.arange(5), winners], rtol=1e-4, atol=1e-6)
+    raw = nll[np.arange(5), winners]
+    np.testing.assert_allclose(maps, losses.smooth_map(raw, 0.5), rtol=1e-4, atol=1e-5)
+    # The score aggregates the unblurred WTA NLL: the paper's anomaly score.
     k = int(np.ceil(0.1 * 256))
-    np.testing.assert_allclose(scores, np.sort(maps.reshape(5, -1), 1)[:, -k:].sum(1), rtol=1e-5)
+    np.testing.assert_allclose(scores, np.sort(raw.reshape(5, -1), 1)[:, -k:].sum(1), rtol=1e-5)
 
 
 def test_save_and_load_give_identical_scores(tmp_path):

@@ -1,5 +1,7 @@
-"""Image-file checks shared by the file-based loaders, and the pipeline's decoding of every kind
-of accepted file (grey, RGB, RGBA, 16-bit, mixed sizes) and its training crops and tiles."""
+"""Image-file checks shared by the file-based loaders, the choice between the graph and the host
+decoder, and the pipeline's decoding of every kind of accepted file (grey, RGB, RGBA, 16-bit, mixed
+sizes and decoders) and its training crops and tiles. tests/test_formats.py checks each format's
+pixel values."""
 
 import logging
 import os
@@ -11,9 +13,13 @@ from PIL import Image
 from mhp_keras.config_defaults import base_config
 from mhp_keras.data.base import ImageSet
 from mhp_keras.data.image_files import (
+    UnsupportedImage,
+    decode_on_host,
+    file_needs_host_decoding,
     image_problem,
     list_files,
     list_image_files,
+    needs_host_decoding,
     validate_image_files,
 )
 from mhp_keras.data.pipeline import dataset_for_split, make_dataset
@@ -45,8 +51,12 @@ def text_file(path):
     return str(path)
 
 
-def gif_file(path):
-    return save(path, ramp(8, 8, 3), format="GIF")
+def ppm_file(path):
+    return save(path, ramp(8, 8, 3), format="PPM")
+
+
+def float_tiff(path):
+    return save(path, ramp(8, 8).astype(np.float32) / 255, "F", format="TIFF")
 
 
 @pytest.fixture
@@ -63,23 +73,27 @@ def good_files(tmp_path):
         save(d / "g_rgb.bmp", ramp(12, 40, 3)),
         save(d / "h_grey.bmp", ramp(16, 16)),
         save(d / "i_greyalpha.png", np.dstack([ramp(16, 16), ramp(16, 16)]), "LA"),
+        # Decoded on the host, in the same pipeline as the rest:
+        save(d / "j_16bit.TIF", ramp(24, 24, dtype=np.uint16)),
+        save(d / "k_rgba.webp", np.dstack([ramp(16, 20, 3), ramp(16, 20)]), lossless=True),
+        save(d / "l_1bit.bmp", ramp(16, 16) > 100),
     ]
 
 
 def test_listing_is_sorted_case_insensitive_and_skips_hidden(tmp_path):
-    for name in ["b.PNG", "a.jpeg", "c.Bmp", "d.txt", ".DS_Store", "Thumbs.db"]:
+    names = ["b.PNG", "a.jpeg", "c.Bmp", "d.txt", "e.TIFF", "f.tif", "g.WebP", "h.gif", "i.ppm"]
+    for name in [*names, ".DS_Store", "Thumbs.db"]:
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "sub").mkdir()
-    assert [os.path.basename(p) for p in list_files(str(tmp_path))] == [
-        "a.jpeg",
-        "b.PNG",
-        "c.Bmp",
-        "d.txt",
-    ]
+    assert [os.path.basename(p) for p in list_files(str(tmp_path))] == sorted(names)
     assert [os.path.basename(p) for p in list_image_files(str(tmp_path))] == [
         "a.jpeg",
         "b.PNG",
         "c.Bmp",
+        "e.TIFF",
+        "f.tif",
+        "g.WebP",
+        "h.gif",
     ]
 
 
@@ -93,9 +107,10 @@ def test_every_accepted_kind_validates(good_files):
     [
         (truncated_png, "not a readable image"),
         (text_file, "not a readable image"),
-        (gif_file, "a GIF image"),
+        (ppm_file, "a PPM image"),
+        (float_tiff, "a floating-point image"),
     ],
-    ids=["truncated", "text_as_png", "gif_as_png"],
+    ids=["truncated", "text_as_png", "ppm_as_png", "float_tiff"],
 )
 def test_bad_content_raises_naming_the_file(tmp_path, make, expected):
     path = make(tmp_path / "bad.png")
@@ -105,7 +120,7 @@ def test_bad_content_raises_naming_the_file(tmp_path, make, expected):
     assert "on_bad_file=skip" in str(err.value)
 
 
-@pytest.mark.parametrize("make, name", [(gif_file, "picture.gif"), (text_file, "notes.txt")])
+@pytest.mark.parametrize("make, name", [(ppm_file, "picture.ppm"), (text_file, "notes.txt")])
 def test_unsupported_extension_raises(tmp_path, make, name):
     path = make(tmp_path / name)
     with pytest.raises(DataError, match="unsupported file type") as err:
@@ -113,13 +128,70 @@ def test_unsupported_extension_raises(tmp_path, make, name):
     assert path in str(err.value) and ".png" in str(err.value)
 
 
-def test_bmp_variants_tensorflow_cannot_read_are_rejected(tmp_path):
-    one_bit = str(tmp_path / "one_bit.bmp")
-    Image.fromarray(ramp(8, 8) > 128).save(one_bit)
-    palette = str(tmp_path / "palette.bmp")
-    Image.fromarray(ramp(8, 8, 3)).convert("P", palette=Image.Palette.ADAPTIVE).save(palette)
-    for path in (one_bit, palette):
-        assert "re-save it as PNG" in image_problem(path)
+def test_bmp_variants_tensorflow_would_misread_are_decoded_on_the_host(tmp_path):
+    variants = {
+        "one_bit": Image.fromarray(ramp(8, 10) > 128),
+        "palette": Image.fromarray(ramp(8, 10, 3)).convert("P", palette=Image.Palette.ADAPTIVE),
+    }
+    for name, image in variants.items():
+        path = str(tmp_path / f"{name}.bmp")
+        image.save(path)
+        assert file_needs_host_decoding(path), name
+        assert image_problem(path) is None
+        pixels, frames = decode_on_host(path)
+        with Image.open(path) as reference:
+            mode = "L" if reference.mode in ("1", "L") else "RGB"
+            expected = np.asarray(reference.convert(mode), np.float32).reshape(pixels.shape) / 255
+        np.testing.assert_allclose(pixels, expected, atol=1e-6)
+        assert frames == 1
+
+
+def test_which_files_need_the_host_decoder(tmp_path):
+    def header(name, array, mode=None, **kwargs):
+        path = save(tmp_path / name, array, mode, **kwargs)
+        with open(path, "rb") as f:
+            return needs_host_decoding(f.read(2048))
+
+    assert not header("grey.bmp", ramp(8, 8))  # TF reads it: the palette is the grey ramp
+    assert not header("rgb.bmp", ramp(8, 8, 3))
+    assert not header("rgba.bmp", np.dstack([ramp(8, 8, 3), ramp(8, 8)]))
+    assert not header("a.png", ramp(8, 8, 3)) and not header("b.jpg", ramp(8, 8))
+    assert not header("c.gif", ramp(8, 8, 3))
+    assert header("d.tif", ramp(8, 8)) and header("e.tif", ramp(8, 8), compression="tiff_lzw")
+    assert header("f.webp", ramp(8, 8, 3), lossless=True)
+    assert not needs_host_decoding(b"")  # unknown: the graph decoder's error names the problem
+    assert needs_host_decoding(b"BM")  # a cut-off BMP header: Pillow's error says more
+    assert needs_host_decoding(b"MM\x00*" + bytes(100))
+
+
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_16_bit_colour_tiff_keeps_every_bit(tmp_path, byteorder, compression):
+    """Pillow alone reads 16-bit colour TIFFs as 8 bit; decode_on_host recovers the low bytes,
+    for uncompressed (Pillow's raw decoder) and compressed (libtiff) files alike."""
+    tifffile = pytest.importorskip("tifffile")  # Pillow cannot write 16-bit colour TIFFs
+    pixels = np.random.default_rng(0).integers(0, 65536, (9, 11, 4), dtype=np.uint16)
+    path = str(tmp_path / "wide.tif")
+    extra = {"predictor": 2} if compression else {}
+    tifffile.imwrite(
+        path,
+        pixels,
+        photometric="rgb",
+        extrasamples=["unassalpha"],
+        compression=compression,
+        byteorder=byteorder,
+        **extra,
+    )
+    decoded, frames = decode_on_host(path)
+    np.testing.assert_array_equal(np.round(decoded * 65535).astype(np.uint16), pixels)
+    assert decoded.dtype == np.float32 and frames == 1
+
+
+def test_images_without_a_fixed_range_are_unsupported(tmp_path):
+    path = float_tiff(tmp_path / "float.tif")
+    with pytest.raises(UnsupportedImage, match="floating-point"):
+        decode_on_host(path)
+    assert "Re-save it as 8 or 16 bit" in image_problem(path)
 
 
 def test_skip_logs_each_bad_file_and_the_count(tmp_path, good_files, caplog):
@@ -151,9 +223,10 @@ def test_pipeline_decodes_all_kinds_to_one_shape(good_files, channels):
     # Every file is a ramp from 0 to the maximum: 16-bit scales to [0, 1] like 8-bit.
     assert np.all(x.reshape(len(x), -1).max(axis=1) > 0.8)
     assert np.all(x.reshape(len(x), -1).min(axis=1) < 0.2)
-    sixteen = good_files.index(next(p for p in good_files if "16bit" in p))
     eight = good_files.index(next(p for p in good_files if "h_grey" in p))
-    np.testing.assert_allclose(x[sixteen], x[eight], atol=0.02)
+    for sixteen in ("d_16bit.png", "j_16bit.TIF"):
+        index = good_files.index(next(p for p in good_files if p.endswith(sixteen)))
+        np.testing.assert_allclose(x[index], x[eight], atol=0.02)
     assert np.all(np.stack([r["mask"] for r in rows]) == 0)
 
 
@@ -214,3 +287,19 @@ def test_crops_never_apply_to_evaluation_and_bad_modes_raise():
         _train_batches(images, "zoom")
     with pytest.raises(ConfigError, match="crop_fraction=1.5"):
         _train_batches(images, "random", crop_fraction=1.5)
+
+
+def test_grey_files_stay_exactly_grey_in_a_grey_dataset():
+    import tensorflow as tf
+
+    from mhp_keras.data.pipeline import convert_channels
+
+    grey_alpha = np.random.default_rng(3).random((5, 4, 2)).astype(np.float32)
+    out = convert_channels(tf.constant(grey_alpha), 1)
+    np.testing.assert_array_equal(out.numpy(), grey_alpha[..., :1])
+    # Through a traced function, where the channel count is unknown until run time.
+    traced = tf.function(lambda x: convert_channels(x, 1))
+    spec = tf.TensorSpec([None, None, None], tf.float32)
+    np.testing.assert_array_equal(
+        traced.get_concrete_function(spec)(tf.constant(grey_alpha)).numpy(), grey_alpha[..., :1]
+    )

@@ -128,3 +128,20 @@ def test_sum_and_mean_aggregation():
     )
     with pytest.raises(ValueError, match="method='median'"):
         losses.aggregate_map(amap, "median")
+
+
+def test_smooth_map_matches_scipy_gaussian_filter():
+    from scipy import ndimage
+
+    amap = np.random.default_rng(7).random((2, 12, 9)).astype(np.float32)
+    for sigma in (0.5, 1.0, 2.0):
+        # scipy rounds the radius as int(truncate * sigma + 0.5); ours is ceil(3 * sigma).
+        radius = max(1, int(np.ceil(3 * sigma)))
+        expected = np.stack(
+            [
+                ndimage.gaussian_filter(m, sigma, mode="reflect", truncate=radius / sigma)
+                for m in amap
+            ]
+        )
+        np.testing.assert_allclose(losses.smooth_map(amap, sigma).numpy(), expected, atol=1e-5)
+    np.testing.assert_array_equal(losses.smooth_map(amap, 0.0), amap)

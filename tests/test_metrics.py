@@ -102,6 +102,25 @@ def test_threshold_from_normal():
         metrics.threshold_from_normal([1.0, 2.0], 1.5)
 
 
+def test_score_distribution():
+    # 101 evenly spaced scores 0..100: quantiles are the scores themselves; threshold 90 flags
+    # 90..100, 11 of 101.
+    out = metrics.score_distribution(np.arange(101.0), 90.0)
+    assert out == {
+        "n": 101,
+        "min": 0.0,
+        "median": 50.0,
+        "p95": 95.0,
+        "p99": 99.0,
+        "max": 100.0,
+        "flagged_fraction": pytest.approx(11 / 101),
+    }
+    # No validation set (infinite threshold) flags nothing; an empty group is all NaN.
+    assert metrics.score_distribution([1.0, 2.0], float("inf"))["flagged_fraction"] == 0.0
+    empty = metrics.score_distribution([], 1.0)
+    assert empty["n"] == 0 and all(math.isnan(v) for k, v in empty.items() if k != "n")
+
+
 def test_pixel_auroc_hand_case():
     masks = np.array([[[0, 1], [0, 0]]])
     # The anomalous pixel (0.25) beats 2 of the 3 normal pixels (0.1, 0.2, but not 0.3) -> 2/3.

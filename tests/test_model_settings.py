@@ -11,7 +11,7 @@ import tensorflow as tf
 from mhp_keras.config_defaults import base_config
 from mhp_keras.config_validation import validate_config
 from mhp_keras.errors import ConfigError
-from mhp_keras.model_settings import CONFIG_KEYS, RULES, config_value
+from mhp_keras.model_settings import CONFIG_KEYS, RULES, conad_arguments, config_value
 from mhp_keras.models import ConAD, build_conad
 from mhp_keras.models.conad import _multi_worker
 
@@ -19,8 +19,11 @@ from mhp_keras.models.conad import _multi_worker
 def test_conad_defaults_equal_the_config_defaults():
     config = base_config()
     signature = inspect.signature(ConAD.__init__).parameters
+    arguments = conad_arguments(config)
     for arg, key in CONFIG_KEYS.items():
-        assert signature[arg].default == config_value(config, key), arg
+        assert signature[arg].default == arguments[arg], arg
+        if arg != "tiling":  # the config's "auto" resolves to the model's "none" here
+            assert arguments[arg] == config_value(config, key), arg
     # And the other way round: every ConAD argument but the saved-layout switch has a key.
     args = {n for n, p in signature.items() if p.default is not inspect.Parameter.empty}
     assert args - set(CONFIG_KEYS) == {"head_channel_layout"}
@@ -31,10 +34,11 @@ def test_build_conad_passes_every_key_and_get_config_mirrors_init():
     config.model.hypotheses = 3
     config.loss.eps = 0.2
     config.score.aggregate = "topk"
+    config.score.tile_stride = 8
     model = build_conad(config)
     saved = model.get_config()
-    for arg, key in CONFIG_KEYS.items():
-        assert saved[arg] == config_value(config, key), arg
+    for arg, value in conad_arguments(config).items():
+        assert saved[arg] == value, arg
     assert ConAD.from_config(saved).get_config() == saved
 
 
@@ -56,6 +60,10 @@ BAD_VALUES = {
     "score_aggregate": "median",
     "topk_fraction": 0.0,
     "clip_norm": -1.0,
+    "tiling": "tiles",
+    "tile_stride": 5,
+    "tile_scale": 0.0,
+    "map_sigma": -1.0,
 }
 
 

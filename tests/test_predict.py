@@ -1,4 +1,5 @@
-"""The predict CLI: scores.csv and heatmaps from a folder, and clean errors for bad input."""
+"""The predict CLI: scores.csv and heatmaps from a folder, bad files recorded without stopping the
+run, exit statuses 0 / 3 / 2, and clean errors for bad input."""
 
 import csv
 import json
@@ -10,10 +11,12 @@ import pytest
 import tensorflow as tf
 from cli_helpers import predict_command, run
 from model_helpers import tiny_conad
+from PIL import Image
 
+from mhp_keras.cli import EXIT_PARTIAL
 from mhp_keras.errors import DataError
 from mhp_keras.export import export_saved_model
-from mhp_keras.predict import colourise, predict
+from mhp_keras.predict import colourise, predict, report
 
 
 def run_cli(*args):
@@ -59,7 +62,17 @@ def test_cli_end_to_end(setup):
     with open(out_dir / "scores.csv") as f:
         rows = list(csv.DictReader(f))
     assert [os.path.basename(r["path"]) for r in rows] == ["a.png", "b.png", "c.png"]
-    assert set(rows[0]) == {"path", "score", "is_anomalous", "winner_index"}
+    assert list(rows[0]) == [
+        "path",
+        "score",
+        "is_anomalous",
+        "normalized_score",
+        "winner_index",
+        "anomalous_pixels",
+        "error",
+    ]
+    assert all(r["error"] == "" for r in rows)
+    assert "could not be scored" not in result.stderr
 
     # Same scores as the exported signature on the same files.
     loaded = tf.saved_model.load(setup["version_dir"])
@@ -72,8 +85,11 @@ def test_cli_end_to_end(setup):
     assert flags == ref["is_anomalous"].numpy().tolist() and any(flags) and not all(flags)
     assert [int(r["winner_index"]) for r in rows] == ref["winner_index"].numpy().tolist()
 
-    names = sorted(os.listdir(out_dir / "heatmaps"))
-    assert names == ["a.png", "b.png", "c.png"]
+    assert [float(r["normalized_score"]) >= 0.5 for r in rows] == flags
+    for folder in ("heatmaps", "masks", "overlays"):
+        assert sorted(os.listdir(out_dir / folder)) == ["a.png", "b.png", "c.png"]
+    overlay = tf.io.decode_png(tf.io.read_file(str(out_dir / "overlays" / "b.png"))).numpy()
+    assert overlay.shape == (20, 24, 3)  # b.png's own size
     heatmap = tf.io.decode_png(tf.io.read_file(str(out_dir / "heatmaps" / "a.png"))).numpy()
     assert heatmap.shape == (128, 128, 3)
     with open(out_dir / "heatmap_scale.json") as f:
@@ -91,7 +107,7 @@ def loaded_threshold(setup):
         return json.load(f)["threshold"]
 
 
-def test_cli_bad_path_exits_2_without_traceback(setup):
+def test_cli_missing_model_exits_2_without_traceback(setup):
     result = run_cli(
         f"--saved_model={setup['root'] / 'nowhere'}",
         f"--input={setup['folder']}",
@@ -100,13 +116,129 @@ def test_cli_bad_path_exits_2_without_traceback(setup):
     assert result.returncode == 2
     assert "nowhere does not exist" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+    assert not os.path.exists(setup["root"] / "out_bad" / "scores.csv")
 
 
-def test_single_file_version_dir_and_no_heatmaps(setup, tmp_path):
+def _copy(source, target):
+    with open(source, "rb") as f:
+        data = f.read()
+    with open(target, "wb") as f:
+        f.write(data)
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(setup):
+    """The 3 good PNGs, two good TIFFs of different sizes (decoded on the host, one call of
+    serving_default per size) and 4 bad files, sorted among them."""
+    folder = setup["root"] / "mixed"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        _copy(os.path.join(setup["folder"], name), folder / name)
+    pixels = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(folder / "d.tif")
+    Image.fromarray(pixels[:12, :, 0].T).save(folder / "e_grey.tiff")
+    data = (folder / "a.png").read_bytes()
+    (folder / "a_truncated.png").write_bytes(data[: len(data) // 2])
+    (folder / "b_notes.jpg").write_text("not an image, whatever the name says")
+    (folder / "c_empty.png").write_bytes(b"")
+    tiff = (folder / "d.tif").read_bytes()
+    (folder / "d_truncated.tif").write_bytes(tiff[: len(tiff) // 2])
+    return folder
+
+
+BAD = ("a_truncated.png", "b_notes.jpg", "c_empty.png", "d_truncated.tif")
+
+
+def test_cli_scores_every_readable_file_and_exits_3(setup, mixed_folder):
+    out_dir = setup["root"] / "out_mixed"
+    result = run_cli(
+        f"--saved_model={setup['version_dir']}",
+        f"--input={mixed_folder}",
+        f"--output_dir={out_dir}",
+        "--batch_size=3",  # every batch holds a bad file next to good ones
+    )
+    assert result.returncode == EXIT_PARTIAL == 3, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "scored 5 of 9 images" in result.stdout
+    assert "4 of 9 files could not be scored" in result.stderr
+    assert all(name in result.stderr for name in BAD)
+
+    with open(out_dir / "scores.csv") as f:
+        rows = {os.path.basename(r["path"]): r for r in csv.DictReader(f)}
+    assert len(rows) == 9
+    for name in BAD:
+        assert rows[name]["error"] and rows[name]["score"] == rows[name]["is_anomalous"] == ""
+    assert "Input is empty" in rows["c_empty.png"]["error"]
+    assert rows["d_truncated.tif"]["error"].startswith("not a readable image")
+
+    # The good files score exactly as in a run without the bad ones.
+    summary = predict(
+        setup["version_dir"], setup["folder"], str(out_dir / "good"), heatmaps=False, progress=False
+    )
+    assert summary["failed"] == []
+    with open(summary["scores_csv"]) as f:
+        alone = {os.path.basename(r["path"]): float(r["score"]) for r in csv.DictReader(f)}
+    for name, score in alone.items():
+        assert float(rows[name]["score"]) == pytest.approx(score, rel=1e-6)
+    for name in ("d.tif", "e_grey.tiff"):
+        assert rows[name]["error"] == "" and float(rows[name]["score"]) != 0
+    assert sorted(os.listdir(out_dir / "heatmaps")) == [
+        "a.png",
+        "b.png",
+        "c.png",
+        "d.png",
+        "e_grey.png",
+    ]
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # Pillow, on the fake TIFF
+def test_every_file_failing_writes_their_rows_and_exits_3(setup, tmp_path, capsys):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.tif").write_text("II*\x00 and then nothing that makes a TIFF")
+    summary = predict(setup["version_dir"], str(folder), str(tmp_path / "out"), progress=False)
+    assert summary["images"] == 0 and len(summary["failed"]) == 2
+    with open(tmp_path / "out" / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["score"] for r in rows] == ["", ""] and all(r["error"] for r in rows)
+    assert not os.path.exists(tmp_path / "out" / "heatmaps")
+    assert report(summary) == EXIT_PARTIAL
+    assert "2 of 2 files could not be scored" in capsys.readouterr().err
+
+
+def test_report_lists_at_most_ten_failures(capsys):
+    summary = {
+        "saved_model": "m",
+        "files": 15,
+        "images": 3,
+        "failed": [(f"bad{i}.png", "broken") for i in range(12)],
+        "anomalous": 0,
+        "threshold": 1.0,
+        "scores_csv": "out/scores.csv",
+    }
+    assert report(summary) == EXIT_PARTIAL
+    captured = capsys.readouterr()
+    assert "scored 3 of 15 images" in captured.out
+    assert "bad9.png: broken" in captured.err and "bad10.png" not in captured.err
+    assert "... and 2 more" in captured.err
+    assert report(summary | {"failed": [], "files": 3}) == 0
+
+
+def test_single_file_version_dir_and_no_pictures(setup, tmp_path):
     image = os.path.join(setup["folder"], "b.png")
-    summary = predict(setup["version_dir"], image, str(tmp_path), heatmaps=False, progress=False)
+    summary = predict(
+        setup["version_dir"],
+        image,
+        str(tmp_path),
+        heatmaps=False,
+        masks=False,
+        overlays=False,
+        progress=False,
+    )
     assert summary["images"] == 1 and summary["heatmap_scale"] is None
-    assert not os.path.exists(tmp_path / "heatmaps")
+    for folder in ("heatmaps", "masks", "overlays"):
+        assert not os.path.exists(tmp_path / folder)
     with open(tmp_path / "scores.csv") as f:
         assert len(list(csv.DictReader(f))) == 1
 
@@ -123,7 +255,6 @@ def test_version_one_has_no_threshold_and_flags_nothing(setup, tmp_path):
         ("missing_input", "does not exist"),
         ("empty_folder", "contains no images"),
         ("not_an_image", "is not an image file"),
-        ("corrupt", "broken.png could not be decoded"),
         ("no_saved_model", "holds no saved_model.pb"),
     ],
 )
@@ -137,14 +268,6 @@ def test_bad_input_is_a_data_error(setup, tmp_path, case, match):
     elif case == "not_an_image":
         folder = str(tmp_path / "notes.txt")
         open(folder, "w").close()
-    elif case == "corrupt":
-        folder = str(tmp_path / "imgs")
-        os.makedirs(folder)
-        for name in ("a.png", "broken.png", "c.png"):
-            with open(os.path.join(setup["folder"], "a.png"), "rb") as f:
-                data = f.read()
-            with open(os.path.join(folder, name), "wb") as f:
-                f.write(b"\x89PNG garbage" if name == "broken.png" else data)
     elif case == "no_saved_model":
         saved_model = str(tmp_path)
     with pytest.raises(DataError, match=match):
@@ -161,3 +284,46 @@ def test_colour_scale_is_fixed_not_per_image():
     # A constant map is a mid colour (a per-image min-max would make it all black or all bright).
     assert not (flat == low).all() and not (flat == high).all()
     assert (low == low[0, 0]).all() and (high == high[0, 0]).all()
+
+
+def test_threshold_flags_override_the_stored_ones(setup, tmp_path):
+    out_dir = tmp_path / "override"
+    result = run_cli(
+        f"--saved_model={setup['version_dir']}",
+        f"--input={setup['folder']}",
+        f"--output_dir={out_dir}",
+        "--threshold=-1e9",  # every image is anomalous
+        "--pixel_threshold=1e9",  # no pixel is
+    )
+    assert result.returncode == 0, result.stderr
+    with open(out_dir / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert all(r["is_anomalous"] == "true" and float(r["normalized_score"]) >= 0.5 for r in rows)
+    assert all(r["anomalous_pixels"] == "0" for r in rows)
+    mask = tf.io.decode_png(tf.io.read_file(str(out_dir / "masks" / "a.png"))).numpy()
+    assert not mask.any()
+    with open(out_dir / "heatmap_scale.json") as f:
+        assert json.load(f)["threshold"] == -1e9
+
+
+def test_mask_outline_marks_the_border_only():
+    from mhp_keras.predict import outline
+
+    mask = np.zeros((6, 6), bool)
+    mask[1:5, 1:5] = True
+    border = outline(mask)
+    assert border[1, 1:5].all() and border[4, 1:5].all() and border[1:5, 1].all()
+    assert not border[2:4, 2:4].any() and not border[0].any()
+
+
+def test_a_tiling_model_maps_every_image_at_its_own_size(setup, tmp_path):
+    from mhp_keras.export import write_saved_model
+
+    model = tiny_conad(seed=1, channels=3, tiling="tile")
+    version_dir = write_saved_model(model, str(tmp_path / "tiled" / "1"))
+    summary = predict(version_dir, setup["folder"], str(tmp_path / "out"), progress=False)
+    assert summary["images"] == 3 and summary["failed"] == []
+    for name, shape in (("a.png", (16, 16)), ("b.png", (20, 24))):
+        mask = tf.io.decode_png(tf.io.read_file(str(tmp_path / "out" / "masks" / name))).numpy()
+        overlay = tf.io.decode_png(tf.io.read_file(str(tmp_path / "out" / "overlays" / name)))
+        assert mask.shape[:2] == shape and overlay.shape[:2] == shape

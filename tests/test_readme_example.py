@@ -7,16 +7,7 @@ import sys
 
 import pytest
 import tensorflow as tf
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def readme_block(heading: str) -> str:
-    """The first ```python block under the README heading `heading`."""
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
-        text = f.read()
-    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+from readme_helpers import readme_block
 
 
 @pytest.mark.slow

@@ -2,13 +2,18 @@
 
 Layout (class names are the folder names; the classes are the union of both splits, sorted):
 
-    data.root/train/<class_name>/*.png|jpg|jpeg|bmp
-    data.root/test/<class_name>/*.png|jpg|jpeg|bmp
+    data.root/train/<class_name>/*.png|jpg|jpeg|bmp|gif|webp|tif|tiff
+    data.root/test/<class_name>/*.png|jpg|jpeg|bmp|gif|webp|tif|tiff
 
 The paper's one-class protocol is applied as for any labelled source: train and validation keep
 the `data.normal_class` images of train/, test keeps every class of test/, anomalous = any other
 class. A class may appear in only one split (for example anomaly classes only under test/), but
 the normal class needs training images.
+
+Without labelled classes, `data.normal_dir` (a single folder of normal images, with optional
+`data.abnormal_dir` and `data.mask_dir`) replaces `data.root`: see `mhp_keras.data.normal_dir`.
+Setting both is an error, and the two anomaly folders are refused with `data.root`, whose
+anomalies are its test class folders.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ from mhp_keras.data.image_files import (
     list_subfolders,
     validate_image_files,
 )
+from mhp_keras.data.normal_dir import load_normal_dir
 from mhp_keras.data.protocol import one_class_split, resolve_normal_class
-from mhp_keras.errors import DataError
+from mhp_keras.errors import ConfigError, DataError
 
 SPLITS = ("train", "test")
 
@@ -76,8 +82,36 @@ def _image_set(
     return ImageSet(labels=classes, ids=ids, paths=paths), classes
 
 
+def _check_source(config) -> None:
+    """Exactly one of data.root and data.normal_dir; the anomaly folders only with normal_dir."""
+    data = config.data
+    if data.root and data.normal_dir:
+        raise ConfigError(
+            f"data.root={data.root!r} and data.normal_dir={data.normal_dir!r} are both set: "
+            "data.name=folders reads either labelled class folders (data.root) or one folder of "
+            "normal images (data.normal_dir). Unset one of them."
+        )
+    if not data.root and not data.normal_dir:
+        raise ConfigError(
+            "data.root is not set: for data.name=folders, point --config.data.root at a folder "
+            "holding train/<class>/ and test/<class>/ image folders, or --config.data.normal_dir "
+            "at a folder of normal (good) images."
+        )
+    for key in ("abnormal_dir", "mask_dir"):
+        if data.root and data[key]:
+            raise ConfigError(
+                f"data.{key}={data[key]!r} is only read with data.normal_dir: with data.root the "
+                "anomalies are the test/<class>/ folders other than data.normal_class. Unset "
+                f"data.{key}, or use data.normal_dir instead of data.root."
+            )
+
+
 def load_class_folders(config) -> OneClassData:
-    """OneClassData from `data.root/{train,test}/<class>/` image folders (see the module doc)."""
+    """OneClassData from `data.root/{train,test}/<class>/` image folders, or from
+    `data.normal_dir` (see the module doc)."""
+    _check_source(config)
+    if config.data.normal_dir:
+        return load_normal_dir(config)
     root = config.data.root
     on_bad_file = config.data.on_bad_file
     _check_root(root)

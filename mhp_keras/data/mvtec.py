@@ -22,12 +22,13 @@ import numpy as np
 
 from mhp_keras.data.base import ImageSet, OneClassData, split_train_val
 from mhp_keras.data.image_files import (
+    IMAGE_EXTENSIONS,
     check_data_root,
-    image_size,
     list_files,
     list_subfolders,
     validate_image_files,
 )
+from mhp_keras.data.masks import check_mask_size
 from mhp_keras.errors import ConfigError, DataError
 
 NORMAL = "good"
@@ -49,7 +50,9 @@ def _category_dir(root: str, category: str) -> str:
 def _folder_files(folder: str, on_bad_file: str) -> list[str]:
     files = validate_image_files(list_files(folder), on_bad_file)
     if not files:
-        raise DataError(f"No images in {folder}: expected PNG/JPEG/BMP image files.")
+        raise DataError(
+            f"No images in {folder}: expected image files ({', '.join(IMAGE_EXTENSIONS)})."
+        )
     return files
 
 
@@ -112,12 +115,7 @@ def _test_set(category_dir: str, on_bad_file: str) -> tuple[ImageSet, list[str]]
                     )
                 if mask not in good_masks:
                     continue  # its mask was bad and skipped (logged); so is the image
-                (mw, mh), (iw, ih) = image_size(mask), image_size(path)
-                if (mw, mh) != (iw, ih):
-                    raise DataError(
-                        f"Mask {mask} is {mw}x{mh} pixels but its image {path} is {iw}x{ih}: a "
-                        "mask must have the size of its image."
-                    )
+                check_mask_size(mask, path)
             paths.append(path)
             labels.append(int(folder != NORMAL))
             mask_paths.append(mask)

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from mhp_keras.data.base import ImageSet
+from mhp_keras.data.image_files import decode_on_host, file_needs_host_decoding
 from mhp_keras.errors import ConfigError
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -30,28 +31,65 @@ def convert_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
     n = tf.where(c >= 3, 3, 1)  # keep RGB or grey, drop alpha
     image = image[..., :n]
     rgb = tf.ensure_shape(tf.tile(image, [1, 1, 3 // n]), [None, None, 3])
-    image = tf.image.rgb_to_grayscale(rgb) if channels == 1 else rgb
+    # A grey image stays exactly as it is in a grey dataset (the luma weights sum to 0.9999).
+    image = tf.where(n == 1, rgb[..., :1], tf.image.rgb_to_grayscale(rgb)) if channels == 1 else rgb
     return tf.ensure_shape(image, [None, None, channels])
 
 
-def decode_image_file(path: tf.Tensor, channels: int) -> tf.Tensor:
-    """Reads an image file (PNG, JPEG, BMP, GIF; 8 or 16 bit) as float32 in [0, 1]."""
-    contents = tf.io.read_file(path)
-    image = tf.io.decode_image(contents, expand_animations=False, dtype=tf.float32)
-    return convert_channels(image, channels)
+def _decode_on_host(path) -> np.ndarray:
+    # tf.numpy_function passes bytes inside tf.data and a 0-d object array when run eagerly.
+    return decode_on_host(np.asarray(path).item().decode())[0]
 
 
-def decode_mask_file(path: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
-    """Reads a mask PNG as {0, 1} float32 [h, w, 1]; an empty path means an all-normal mask."""
+def read_image_file(path: tf.Tensor, on_host: bool | tf.Tensor = False) -> tf.Tensor:
+    """Decodes an image file as float32 [h, w, c] in [0, 1], c its own channel count (1 to 4).
+
+    `on_host` (`image_files.needs_host_decoding`; a bool, or a bool tensor per element) picks
+    Pillow through `decode_on_host` for what TF cannot decode (TIFF, WebP, palette BMP, ...);
+    everything else stays in the graph, with no Python per image. Both scale 8-bit by 1/255 and
+    16-bit by 1/65535, so they agree on the same pixels (within float32 rounding).
+    """
+
+    def in_graph():
+        contents = tf.io.read_file(path)
+        return tf.io.decode_image(contents, expand_animations=False, dtype=tf.float32)
+
+    def on_the_host():
+        image = tf.numpy_function(_decode_on_host, [path], tf.float32, stateful=False)
+        return tf.ensure_shape(image, [None, None, None])
+
+    if isinstance(on_host, bool):  # one decoder for the whole set: no branch in the graph
+        return on_the_host() if on_host else in_graph()
+    return tf.cond(on_host, on_the_host, in_graph)
+
+
+def decode_image_file(
+    path: tf.Tensor, channels: int, on_host: bool | tf.Tensor = False
+) -> tf.Tensor:
+    """Reads an image file (see `read_image_file`) as float32 [h, w, channels] in [0, 1]."""
+    return convert_channels(read_image_file(path, on_host), channels)
+
+
+def decode_mask_file(
+    path: tf.Tensor, like: tf.Tensor, on_host: bool | tf.Tensor = False
+) -> tf.Tensor:
+    """Reads a mask image as {0, 1} float32 [h, w, 1]; an empty path means an all-normal mask."""
 
     def read():
-        mask = tf.io.decode_image(tf.io.read_file(path), expand_animations=False, dtype=tf.float32)
+        mask = read_image_file(path, on_host)
         return tf.cast(tf.reduce_max(mask[..., :1], axis=-1, keepdims=True) > 0.5, tf.float32)
 
     def empty():
         return tf.zeros_like(like[..., :1])
 
     return tf.cond(tf.equal(tf.strings.length(path), 0), empty, read)
+
+
+def _host_flags(paths) -> bool | np.ndarray:
+    """Which files `read_image_file` decodes on the host: one bool when all agree (the common
+    case, which keeps Python out of the graph), else one per file ("" paths: False)."""
+    flags = np.array([bool(p) and file_needs_host_decoding(p) for p in paths], dtype=bool)
+    return bool(flags[0]) if flags.size and (flags == flags[0]).all() else flags
 
 
 def resize_image(image: tf.Tensor, size: int) -> tf.Tensor:
@@ -80,25 +118,31 @@ def _source(images: ImageSet, channels: int, size: int, fit=resize_image) -> tf.
         columns["mask"] = images.masks.astype(np.float32)
     elif images.mask_paths is not None:
         columns["mask_path"] = np.asarray(images.mask_paths, dtype=str)
+    host = {k: _host_flags(columns[k]) for k in ("path", "mask_path") if k in columns}
+    columns.update({f"{k}_on_host": v for k, v in host.items() if isinstance(v, np.ndarray)})
     if n == 0:
         raise ValueError("cannot build a pipeline from an empty ImageSet")
     ds = tf.data.Dataset.from_tensor_slices(columns)
 
     def prepare(row):
+        def on_host(key):
+            return row.get(f"{key}_on_host", host.get(key))
+
         if "image" in row:
             image = convert_channels(row["image"], channels)
         else:
-            image = decode_image_file(row["path"], channels)
+            image = decode_image_file(row["path"], channels, on_host("path"))
         if "mask" in row:
             mask = row["mask"]
         elif "mask_path" in row:
-            mask = decode_mask_file(row["mask_path"], image)
+            mask = decode_mask_file(row["mask_path"], image, on_host("mask_path"))
         else:
             mask = tf.zeros_like(image[..., :1])
         return {
-            "image": fit(image, size),
+            "image": image if fit is None else fit(image, size),
             "label": row["label"],
-            "mask": resize_mask(mask, size),
+            # At native size (fit=None) the mask keeps its image's size, else the model's.
+            "mask": mask if fit is None else resize_mask(mask, size),
             "id": row["id"],
         }
 
@@ -195,16 +239,21 @@ def make_dataset(
     shuffle_buffer: int = 10_000,
     crop: str = "none",
     crop_fraction: float = 0.5,
+    native: bool = False,
 ) -> tf.data.Dataset:
     """The batched pipeline for one split.
 
     With `training=True` it yields image batches only (what `model.fit` needs), shuffled with
     `seed` and reshuffled every epoch, after the training crops or tiles of `crop`; otherwise it
-    yields full element dicts of whole images in file order (`crop` is ignored).
+    yields full element dicts of whole images in file order (`crop` is ignored), resized to
+    `image_size`, or with `native=True` at their own size (and their masks'), one per batch and
+    uncached: large native images are read once and never all held in memory.
     """
+    if native and training:
+        raise ValueError("native=True is for scoring (training=False): training needs tiles.")
     fit = _training_fit(crop, crop_fraction) if training else resize_image
-    ds = _source(images, channels, image_size, fit)
-    if cache:
+    ds = _source(images, channels, image_size, None if native else fit)
+    if cache and not native:
         ds = ds.cache()
     if training:
         ds = ds.map(lambda row: row["image"], num_parallel_calls=AUTOTUNE)
@@ -212,14 +261,17 @@ def make_dataset(
         # Tiles multiply the examples, so their buffer is not capped at the number of images.
         buffer = shuffle_buffer if crop == "tile" else min(shuffle_buffer, len(images))
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+    # Native images differ in size, so they go one at a time (the tiles make the batch).
+    ds = ds.batch(1 if native else batch_size)
     options = tf.data.Options()
     # In-memory and path-list sources have no files to shard, so workers split by element.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.with_options(options).prefetch(AUTOTUNE)
 
 
-def dataset_for_split(images: ImageSet, config, *, training: bool) -> tf.data.Dataset:
+def dataset_for_split(
+    images: ImageSet, config, *, training: bool, native: bool = False
+) -> tf.data.Dataset:
     """`make_dataset` with the sizes, batch and seed taken from a full experiment config."""
     return make_dataset(
         images,
@@ -232,4 +284,5 @@ def dataset_for_split(images: ImageSet, config, *, training: bool) -> tf.data.Da
         shuffle_buffer=config.data.shuffle_buffer,
         crop=config.data.crop,
         crop_fraction=config.data.crop_fraction,
+        native=native,
     )

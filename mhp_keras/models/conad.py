@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mhp_keras import losses
+from mhp_keras import calibration, losses, tiling
 from mhp_keras.config_defaults import base_config
 from mhp_keras.errors import DataError
 from mhp_keras.model_settings import DEFAULTS, conad_arguments, first_invalid
@@ -101,6 +101,16 @@ class ConAD(keras.Model):
         score_aggregate: image score from the anomaly map: "sum", "mean" or "topk"
             [score.aggregate].
         topk_fraction: fraction of pixels "topk" sums (the paper's 10 %) [score.topk_fraction].
+        tiling: "tile" scores images of any size at native resolution on image_size tiles and
+            stitches the maps (`score`, `analyze_tiled` and the SavedModel); "none" resizes each
+            image to image_size [score.tiling; its "auto" tiles when data.crop="tile"].
+        tile_stride: pixels between tile origins, dividing image_size; None = half a tile
+            [score.tile_stride].
+        tile_scale: images are scaled by this before tiling (1 = native resolution)
+            [score.tile_scale].
+        map_sigma: Gaussian blur, in pixels, of the anomaly map used for localization (maps,
+            masks, pixel metrics); None = image_size / 32, 0 = off. The image score aggregates
+            the unblurred WTA NLL [score.map_sigma].
         clip_norm: global gradient-norm clip for G and D (0 = off) [train.clip_norm].
         seed: seed of the stateless random draws of the training step [seed].
         **kwargs: passed to `keras.Model` (e.g. `name`).
@@ -131,6 +141,10 @@ class ConAD(keras.Model):
         adv_hypotheses=DEFAULTS["adv_hypotheses"],
         score_aggregate=DEFAULTS["score_aggregate"],
         topk_fraction=DEFAULTS["topk_fraction"],
+        tiling=DEFAULTS["tiling"],
+        tile_stride=DEFAULTS["tile_stride"],
+        tile_scale=DEFAULTS["tile_scale"],
+        map_sigma=DEFAULTS["map_sigma"],
         clip_norm=DEFAULTS["clip_norm"],
         seed=DEFAULTS["seed"],
         **kwargs,
@@ -161,6 +175,10 @@ class ConAD(keras.Model):
         self.adv_hypotheses = adv_hypotheses
         self.score_aggregate = score_aggregate
         self.topk_fraction = float(topk_fraction)
+        self.tiling = tiling
+        self.tile_stride = None if tile_stride is None else int(tile_stride)
+        self.tile_scale = float(tile_scale)
+        self.map_sigma = None if map_sigma is None else float(map_sigma)
         self.clip_norm = float(clip_norm)
         self.seed = int(seed)
 
@@ -188,14 +206,12 @@ class ConAD(keras.Model):
         self.discriminator = build_discriminator(
             image_size, channels, disc_base_filters, max_filters, minibatch_std
         )
-        # The decision threshold travels with the model (and into the SavedModel); +inf until
-        # training picks one, so an unthresholded model never flags anything.
-        self.threshold = self.add_weight(
-            shape=(),
-            initializer=keras.initializers.Constant(np.inf),
-            trainable=False,
-            name="threshold",
-        )
+        # The decisions travel with the model (and into the SavedModel): the image threshold and
+        # the pixel threshold are +inf until training picks them, so an uncalibrated model never
+        # flags anything; the score scale sets how fast normalized_score rises around 0.5.
+        self.threshold = self._calibration_weight("threshold", np.inf)
+        self.pixel_threshold = self._calibration_weight("pixel_threshold", np.inf)
+        self.score_scale = self._calibration_weight("score_scale", 1.0)
         self._trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_NAMES}
         self._win_trackers = [keras.metrics.Mean(name=f"win_{k}") for k in range(self.hypotheses)]
         self.built = True
@@ -462,9 +478,10 @@ class ConAD(keras.Model):
     def analyze(self, images):
         """Everything scoring needs for a [B, h, w, C] float batch in [0, 1], deterministically.
 
-        z is the posterior mean. Returns anomaly_score [B], anomaly_map [B, h, w] (the WTA NLL per
-        pixel), winner_index ([B] or, for pixel-wise WTA, [B, h, w]), best_hypothesis
-        [B, h, w, C] and hypotheses [B, K, h, w, C].
+        z is the posterior mean. Returns anomaly_score [B] (`score_aggregate` of the WTA NLL per
+        pixel), anomaly_map [B, h, w] (that NLL blurred by `blur` pixels, for localization),
+        raw_map (unblurred), winner_index ([B] or, for pixel-wise WTA, [B, h, w]),
+        best_hypothesis [B, h, w, C] and hypotheses [B, K, h, w, C].
         """
         images = tf.cast(images, tf.float32)
         means, log_vars = self(images, training=False)
@@ -472,14 +489,95 @@ class ConAD(keras.Model):
         amap = losses.anomaly_map(nll, self.wta)
         return {
             "anomaly_score": losses.aggregate_map(amap, self.score_aggregate, self.topk_fraction),
-            "anomaly_map": amap,
+            "anomaly_map": losses.smooth_map(amap, self.blur),
+            "raw_map": amap,
             "winner_index": losses.winner_index(nll, self.wta),
             "best_hypothesis": tf.cast(losses.best_hypothesis(means, nll, self.wta), tf.float32),
             "hypotheses": tf.cast(means, tf.float32),
         }
 
+    @property
+    def blur(self) -> float:
+        """The anomaly map's Gaussian blur in pixels (`map_sigma`, or image_size / 32)."""
+        return self.image_size / 32.0 if self.map_sigma is None else self.map_sigma
+
+    @property
+    def stride(self) -> int:
+        """Pixels between tile origins in tiled inference (`tile_stride`, or half a tile)."""
+        return self.tile_stride or max(1, self.image_size // 2)
+
+    def _tile_outputs(self, tiles):
+        """What tiled inference stitches from a batch of tiles, plus each tile's head votes."""
+        out = self.analyze(tiles)
+        votes = tf.one_hot(out["winner_index"], self.hypotheses)
+        if self.wta == "pixel":
+            votes = tf.reduce_sum(votes, axis=[1, 2])
+        return {
+            "anomaly_map": out["anomaly_map"],
+            "raw_map": out["raw_map"],
+            "best_hypothesis": out["best_hypothesis"],
+            "votes": votes,
+        }
+
+    @tf.function(reduce_retracing=True)
+    def analyze_tiled(self, image):
+        """One float image [H, W, C] in [0, 1] of any size, scored on `image_size` tiles.
+
+        The image is scaled by `tile_scale`, cut into tiles `stride` apart (see
+        `mhp_keras.tiling`), each tile is scored as by `analyze`, and the maps and best guesses
+        are stitched back, averaged where tiles overlap, to the image's own size. Returns
+        anomaly_score [] (`score_aggregate` of the stitched map at the tiles' scale),
+        anomaly_map [H, W], best_hypothesis [H, W, C] and winner_index [] (the head that won
+        the most tiles; for pixel-wise WTA, the most pixels).
+        """
+        image = tf.cast(image, tf.float32)
+        size = tf.shape(image)[:2]
+        if self.tile_scale != 1.0:
+            scaled_size = tf.cast(tf.round(tf.cast(size, tf.float32) * self.tile_scale), tf.int32)
+            image = tf.image.resize(image, tf.maximum(scaled_size, 1), antialias=True)
+            image = tf.clip_by_value(image, 0.0, 1.0)
+        out = tiling.tiled_apply(
+            image,
+            self._tile_outputs,
+            self.image_size,
+            self.stride,
+            {"anomaly_map": [], "raw_map": [], "best_hypothesis": [self.channels]},
+            self.hypotheses,
+        )
+        amap, best = out["anomaly_map"], out["best_hypothesis"]
+        raw = out["raw_map"][None]
+        score = losses.aggregate_map(raw, self.score_aggregate, self.topk_fraction)[0]
+        if self.tile_scale != 1.0:  # maps and reconstructions at the image's own size
+            amap = tf.image.resize(amap[..., None], size)[..., 0]
+            best = tf.clip_by_value(tf.image.resize(best, size), 0.0, 1.0)
+        return {
+            "anomaly_score": score,
+            "anomaly_map": amap,
+            "best_hypothesis": best,
+            "winner_index": tf.argmax(out["votes"], output_type=tf.int32),
+        }
+
+    def _check_image(self, image, index: int) -> np.ndarray:
+        """One image for scoring as float32 [h, w, C]; a DataError names what is wrong."""
+        image = np.asarray(image)
+        if image.ndim == 2 and self.channels == 1:
+            image = image[..., None]
+        if image.ndim != 3 or image.shape[-1] != self.channels or 0 in image.shape:
+            raise DataError(
+                f"image {index} has shape {image.shape}; expected [height, width, "
+                f"{self.channels}] with float pixels in [0, 1]."
+            )
+        image = image.astype(np.float32)
+        if not np.isfinite(image).all():
+            raise DataError(
+                f"images at index [{index}] contain NaN or Inf; expected finite pixel values "
+                "in [0, 1]."
+            )
+        return image
+
     def check_images(self, images) -> np.ndarray:
-        """Validates a numpy batch for scoring: rank, channels, finiteness. Returns float32."""
+        """Validates a numpy batch for whole-image scoring: rank, channels, finiteness. Returns
+        float32 [N, image_size, image_size, C], resized as the data pipeline does."""
         images = np.asarray(images)
         if images.ndim == 3 and self.channels == 1:
             images = images[..., None]
@@ -508,10 +606,22 @@ class ConAD(keras.Model):
         return images
 
     def score(self, images, batch_size=64):
-        """Anomaly scores [N] and maps [N, h, w] (numpy) for float images in [0, 1].
+        """Anomaly scores [N] and maps for float images in [0, 1] (numpy); NaN or Inf raise a
+        DataError.
 
-        Images of another size are resized to the model's size; NaN or Inf raise a DataError.
+        Without tiling, images of another size are resized to the model's size and the maps are
+        [N, image_size, image_size]. With `tiling="tile"`, `images` may also be a list of images
+        of different sizes; each is scored at its own size (`analyze_tiled`) and its map has that
+        size: the maps are one array if all images share a size, else a list.
         """
+        if self.tiling == "tile":
+            scores, maps = [], []
+            for index, image in enumerate(images):
+                out = self.analyze_tiled(tf.constant(self._check_image(image, index)))
+                scores.append(float(out["anomaly_score"].numpy()))
+                maps.append(out["anomaly_map"].numpy())
+            same = len({m.shape for m in maps}) <= 1
+            return np.asarray(scores, np.float32), (np.stack(maps) if maps and same else maps)
         images = self.check_images(images)
         scores, maps = [], []
         for start in range(0, len(images), batch_size):
@@ -523,21 +633,66 @@ class ConAD(keras.Model):
             return np.zeros([0], np.float32), np.zeros([0, size, size], np.float32)
         return np.concatenate(scores), np.concatenate(maps)
 
-    def fit_threshold(self, normal_images, quantile=None, batch_size=64) -> float:
-        """Sets and returns the decision threshold: the `quantile` (default: the config's
-        `eval.threshold_quantile`, 0.99) of the scores of `normal_images`, float images in
-        [0, 1] that the model did not train on. About 1 - quantile of normal images will then be
-        flagged. The threshold is saved with the model and frozen into its exports."""
-        from mhp_keras.metrics import threshold_from_normal
+    def decide(self, scores, maps) -> dict:
+        """The model's decisions for scores [N] and maps (as `score` returns them), numpy:
+        is_anomalous [N], normalized_score [N] in [0, 1] (>= 0.5 exactly when anomalous) and
+        anomaly_mask (map >= the pixel threshold), with the stored thresholds."""
+        values = (self.threshold, self.pixel_threshold, self.score_scale)
+        out = calibration.decisions(np.asarray(scores), np.zeros([0]), *values)
+        masks = [calibration.decisions([0.0], m, *values)["anomaly_mask"].numpy() for m in maps]
+        return {
+            "is_anomalous": out["is_anomalous"].numpy(),
+            "normalized_score": out["normalized_score"].numpy(),
+            "anomaly_mask": np.stack(masks) if isinstance(maps, np.ndarray) else masks,
+        }
 
-        if quantile is None:
-            quantile = base_config().eval.threshold_quantile
-        scores, _ = self.score(normal_images, batch_size=batch_size)
+    def set_calibration(self, threshold, pixel_threshold, score_scale) -> None:
+        """Stores the image threshold, pixel threshold and score scale (see
+        `mhp_keras.calibration`); they are saved with the model and frozen into its exports."""
+        self.threshold.assign(float(threshold))
+        self.pixel_threshold.assign(float(pixel_threshold))
+        self.score_scale.assign(float(score_scale))
+
+    def fit_threshold(
+        self, normal_images, quantile=None, pixel_quantile=None, batch_size=64
+    ) -> float:
+        """Calibrates the decisions on `normal_images`, float images in [0, 1] that the model
+        did not train on, and returns the image threshold.
+
+        The threshold is the `quantile` (default: the config's `eval.threshold_quantile`, 0.99)
+        of their scores, so about 1 - quantile of normal images will be flagged; the pixel
+        threshold is the `pixel_quantile` (default `eval.pixel_threshold_quantile`) of their
+        maps' pixels. Both are saved with the model and frozen into its exports.
+        """
+        defaults = base_config().eval
+        quantile = defaults.threshold_quantile if quantile is None else quantile
+        if pixel_quantile is None:
+            pixel_quantile = defaults.pixel_threshold_quantile
+        scores, maps = self.score(normal_images, batch_size=batch_size)
         if len(scores) == 0:
             raise ValueError("fit_threshold needs at least one normal image.")
-        threshold = threshold_from_normal(scores, quantile)
-        self.threshold.assign(threshold)
-        return threshold
+        values = calibration.calibrate(scores, maps, quantile, pixel_quantile)
+        self.set_calibration(**values)
+        return values["threshold"]
+
+    def _calibration_weight(self, name: str, value: float):
+        return self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(value),
+            trainable=False,
+            name=name,
+        )
+
+    def load_own_variables(self, store):
+        """Loads the calibration weights. Models saved before the pixel threshold and the score
+        scale existed hold the image threshold alone; the others keep their defaults."""
+        own = [self.threshold, self.pixel_threshold, self.score_scale]
+        if len(store) > len(own):
+            raise ValueError(
+                f"ConAD holds {len(own)} calibration values but the saved model has {len(store)}."
+            )
+        for index in range(len(store)):
+            own[index].assign(store[str(index)])
 
     def export(self, filepath, format="tf_saved_model", verbose=True, **kwargs):
         """Keras' `Model.export`: for "tf_saved_model" (the default), the TF Serving SavedModel of
