@@ -5,8 +5,9 @@
 Why it exists: ConAD's promise is that hypotheses are nearly free (one shared trunk, cheap heads),
 that the tf.data pipeline keeps training fed, and that the defaults are the fast options: fused
 heads, `train.mixed_precision=auto` (bfloat16 on CPUs with native bfloat16, float32 elsewhere) and
-`train.jit_compile=False`. Each of those is a claim about this code on real hardware, so this
-measures them instead of asserting them, and writes `benchmark.json` and `benchmark.md` into
+`train.jit_compile=auto` (XLA only where timing real steps shows it faster). Each of those is a
+claim about this code on real hardware, so this measures them instead of asserting them, and
+writes `benchmark.json` and `benchmark.md` into
 --output_dir. What each measurement means: benchmarks/README.md. `--quick` trades precision for a
 run of under 3 minutes on 2 cores.
 """

@@ -34,6 +34,7 @@ MODES = ("train_and_evaluate", "train", "evaluate", "export")
 # Keys that may change between runs in one workdir without making it a different model.
 RESUMABLE_KEYS = (
     "train.epochs",
+    "train.jit_compile",  # how steps are compiled, not what they compute
     "train.verbose",
     "eval",
     "data.data_dir",

@@ -20,10 +20,12 @@ is right everywhere. With "auto", `resolve` times real training steps of both se
   faster and its extra compile in `fit` is repaid by the steps left. An XLA that fails to compile
   or run falls back to the default, with the error logged. Keras never XLA-compiles under op
   determinism (`train.deterministic=True`), so nothing is timed then.
+- With more than one replica (`--strategy=mirrored` on several devices, multi-worker) XLA is not
+  tried, as Keras's own `jit_compile="auto"` never uses it under `tf.distribute`: on CPUs XLA has
+  no collectives, and such a failed attempt, although caught, crashed the workers at exit.
 - The choice is stored in the resume state's folder (`<workdir>/backup/jit_choice.json`), which
   `--overwrite` clears with the backup, and a resumed run reuses it, so every epoch of a run trains
-  with the same setting. Under several workers the timings are averaged over all replicas before
-  deciding, so every worker takes the same decision.
+  with the same setting.
 
 "true" / "false" force the setting; nothing is timed.
 """
@@ -74,6 +76,7 @@ MIN_STEPS = 2000
 MIN_SPEEDUP = 1.05
 CHOICE_FILE = "jit_choice.json"
 NO_XLA = "Keras does not XLA-compile this model here (never with train.deterministic=True)"
+MANY_REPLICAS = "XLA is not tried with {} replicas (on CPUs XLA has no collectives)"
 # How many distinct real batches the calibration cycles through.
 CALIBRATION_BATCHES = 4
 
@@ -202,19 +205,6 @@ def _preserved_random_state():
         np.random.set_state(numpy_state)
 
 
-def _agreed(strategy, values: list[float]) -> list[float]:
-    """The mean of `values` over every replica of every worker: each worker times its own steps,
-    but all of them must take the same decision (a no-op on one device)."""
-    local = tf.constant(values, tf.float64)
-
-    @tf.function  # strategies warn that running their replicas eagerly is slow
-    def mean():
-        per_replica = strategy.run(lambda: tf.identity(local))
-        return strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
-
-    return [float(v) for v in np.asarray(mean())]
-
-
 def _error_text(exc: Exception) -> str:
     """An exception in one line, without the Python traceback TF puts inside its messages."""
     lines = [line.strip() for line in str(exc).splitlines() if not line.startswith("  ")]
@@ -237,7 +227,7 @@ def calibrate(build, dataset, strategy, steps_left: int | None, clock=time.perf_
         steps = {False: _Steps(model, False, iterator, clock)}
         default_first = steps[False].step()
         warm = [steps[False].step() for _ in range(WARMUP_STEPS - 1)]
-        default_first, default_ms = _agreed(strategy, [default_first, 1000 * np.median(warm)])
+        default_ms = 1000 * float(np.median(warm))
         trial, reason = xla_trial_fits(default_first, default_ms, steps_left)
         if trial:
             try:
@@ -258,9 +248,6 @@ def calibrate(build, dataset, strategy, steps_left: int | None, clock=time.perf_
                 logging.warning(
                     "train.jit_compile=auto: XLA failed, training without it: %s", error
                 )
-            default_first, default_ms, xla_first, xla_ms = _agreed(
-                strategy, [default_first, default_ms, xla_first, xla_ms]
-            )
             chosen, reason = decide(
                 default_ms,
                 xla_ms,
@@ -376,6 +363,8 @@ def resolve(
         record = {"setting": str(setting).lower(), "source": "forced", "chosen": setting}
     elif not keras_allows_xla(model):
         record = _skipped(NO_XLA)
+    elif strategy.num_replicas_in_sync > 1:
+        record = _skipped(MANY_REPLICAS.format(strategy.num_replicas_in_sync))
     elif (stored := _stored_choice(path)) is not None:
         record = {**stored, "source": "reused", "calibration_seconds": 0.0}
         logging.info(

@@ -247,6 +247,27 @@ def test_short_runs_build_nothing_and_keep_that_choice(tmp_path, monkeypatch):
     assert (tmp_path / jit_calibration.CHOICE_FILE).exists()
 
 
+def test_several_replicas_build_nothing(tmp_path, monkeypatch):
+    class TwoReplicas:
+        num_replicas_in_sync = 2
+
+    monkeypatch.setattr(jit_calibration, "keras_allows_xla", lambda model: True)
+    monkeypatch.setattr(jit_calibration, "calibrate", _never)
+    config, model = _tiny_model("auto")
+    record = jit_calibration.resolve(
+        config,
+        TwoReplicas(),
+        model,
+        range(64),
+        str(tmp_path),
+        steps_per_epoch=2,
+        initial_epoch=0,
+        build=_never,
+    )
+    assert record["source"] == "skipped" and "2 replicas" in record["reason"]
+    assert record["chosen"] is False and model.jit_compile is False
+
+
 def test_calibration_batches_are_full_training_batches_of_real_images():
     config = make_tiny_config(**{"data.batch_size": 100})  # more than the training images
     train = load_data(config).train
