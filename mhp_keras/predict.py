@@ -385,7 +385,7 @@ def predict(
         import keras
 
         bar = keras.utils.Progbar(len(files), unit_name="image")
-    rows, failed, scored, sample = [], [], [], []
+    rows, failed, scored, sample, sizes = [], [], [], [], []
     pictures = heatmaps or masks or overlays
     with tempfile.TemporaryDirectory(dir=output_dir, prefix=".maps-") as scratch:
         for start in range(0, len(files), batch_size):
@@ -420,6 +420,7 @@ def predict(
                     np.save(os.path.join(scratch, f"{len(scored)}.npy"), amap)
                     step = max(1, amap.size * len(files) // _SCALE_SAMPLE)
                     sample.append(amap.reshape(-1)[::step].astype(np.float64))
+                    sizes.append(amap.size)
                 scored.append(path)
             if bar is not None:
                 bar.add(len(batch))
@@ -442,10 +443,6 @@ def predict(
 
         scale = None
         if pictures and scored:
-            sizes = [
-                np.load(os.path.join(scratch, f"{i}.npy"), mmap_mode="r").size
-                for i in range(len(scored))
-            ]
             norm = heatmap_scale(
                 np.concatenate(sample),
                 pixels=int(np.mean(sizes)),
