@@ -89,12 +89,6 @@ def calibrate(model, val_images, config) -> tuple[dict, str]:
     return values, source
 
 
-def choose_threshold(model, val_images, config) -> tuple[float, str]:
-    """The image threshold of `calibrate`, and where it came from."""
-    values, source = calibrate(model, val_images, config)
-    return values["threshold"], source
-
-
 def winner_histogram(winners: np.ndarray, hypotheses: int) -> list[float]:
     """Fraction of test images (or pixels) won by each head."""
     counts = np.bincount(np.asarray(winners).reshape(-1), minlength=hypotheses)
