@@ -3,9 +3,12 @@ MultiWorkerMirroredStrategy trains with two worker processes on 127.0.0.1."""
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from cli_helpers import ENV, ROOT, tiny_flags, train_main_command
@@ -37,13 +40,66 @@ def test_mirrored_matches_single_device(adv_weight):
 
 
 def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
+    """Free ports below the kernel's ephemeral range.
+
+    A port the kernel handed out as free is also a candidate source port for outgoing
+    connections: worker 0's gRPC client, retrying worker 1's not-yet-open port P, can be given P
+    itself and connect to itself, after which worker 1 cannot bind P and worker 0 waits for the
+    cluster forever. Ports outside the ephemeral range are never source ports.
+    """
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
+    rng = random.Random(os.getpid())
+    ports = []
+    while len(ports) < n:
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if port not in ports:
+            ports.append(port)
     return ports
+
+
+def _run_workers(commands_and_envs, timeout):
+    """Runs the worker processes to the end; stops all as soon as one fails, so a dead worker
+    cannot leave the other waiting for the cluster. Returns [(returncode, stdout, stderr)]."""
+    workers = [
+        subprocess.Popen(
+            command,
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for command, env in commands_and_envs
+    ]
+    # Drained by threads: a full pipe would block a worker, and its peer with it.
+    outputs = [[] for _ in workers]
+    readers = [
+        threading.Thread(target=lambda w=w, out=out: out.extend(w.stdout), daemon=True)
+        for w, out in zip(workers, outputs)
+    ]
+    for r in readers:
+        r.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            codes = [w.poll() for w in workers]  # every one polled, to see any that failed
+            if None not in codes or any(codes) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+            w.wait()
+        for r in readers:
+            r.join(timeout=10)
+    return [(w.returncode, "".join(out)) for w, out in zip(workers, outputs)]
 
 
 @pytest.mark.slow
@@ -58,36 +114,16 @@ def test_multi_worker_training_on_localhost(tmp_path):
         "--config.data.batch_size=16",
         *tiny_flags(max_train=32),
     )
-    workers = []
-    try:
-        for index in range(2):
-            env = dict(
-                ENV,
-                TF_CONFIG=json.dumps(
-                    {"cluster": cluster, "task": {"type": "worker", "index": index}}
-                ),
-            )
-            workers.append(
-                subprocess.Popen(
-                    args,
-                    env=env,
-                    cwd=ROOT,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-            )
-        outputs = [w.communicate(timeout=420) for w in workers]
-    finally:
-        for w in workers:
-            if w.poll() is None:
-                w.kill()
-                w.wait()
-    for w, (_, err) in zip(workers, outputs):
-        assert w.returncode == 0, err[-3000:]
+    tasks = [{"cluster": cluster, "task": {"type": "worker", "index": i}} for i in range(2)]
+    envs = [dict(ENV, TF_CONFIG=json.dumps(task)) for task in tasks]
+    results = _run_workers([(args, env) for env in envs], timeout=420)
+    report = "\n".join(
+        f"--- worker {i}: exit {code}\n{out[-3000:]}" for i, (code, out) in enumerate(results)
+    )
+    assert all(code == 0 for code, _ in results), report
     assert (workdir / "model.keras").exists()  # written by the chief only
     assert (workdir / "backup_workers" / "worker_1").exists()
-    assert "RESULT exported to" in outputs[0][0]
+    assert "RESULT exported to" in results[0][1], report
 
 
 def test_strategy_names_and_chief():
