@@ -36,45 +36,107 @@ def non_finite_logs(logs) -> list[str]:
 
 
 class DivergenceGuard(keras.callbacks.TerminateOnNaN):
-    """TerminateOnNaN that checks every logged loss and remembers which went bad, and when.
+    """Stops `fit` when a logged loss becomes NaN or infinite, or spikes, and remembers which and
+    when.
 
-    `self.diverged` is None, or a message such as "loss 'd_loss' became nan at epoch 3, step 17
-    (global step 97)", which the trainer raises after `fit` returns.
+    The spike test compares each monitored value (the epoch's running mean that Keras logs after
+    every batch) with the mean of the same value over the previous three completed epochs: a
+    value above `reference + spike_factor * max(|reference|, 1)` is a spike. It starts after
+    `warmup_epochs` completed epochs, since the first epochs of a VAE move its losses by orders
+    of magnitude. `spike_factor=0` turns it off.
+
+    `self.diverged` is None, or a message such as "training diverged: loss=nan at epoch 3, step
+    17 (global step 97)". The callbacks that write files skip an epoch the guard flagged, so a
+    diverged epoch is neither saved nor logged; the trainer then rolls back or raises.
     """
 
-    def __init__(self):
+    HISTORY = 3  # completed epochs in the spike test's reference
+
+    def __init__(self, spike_factor: float = 0.0, monitor=("loss", "kl"), warmup_epochs: int = 2):
         super().__init__()
+        self.spike_factor = float(spike_factor)
+        self.monitor = tuple(monitor)
+        self.warmup_epochs = int(warmup_epochs)
         self.diverged = None
-        self._epoch = 0
+        self.epoch = 0
         self._global_step = 0
+        self._history: dict[str, list[tuple[int, float]]] = {}  # name -> (epoch, value)
+
+    def reset(self) -> None:
+        """Clears the flag, for a `fit` that continues after a rollback."""
+        self.diverged = None
+
+    def forget_after(self, completed_epochs: int) -> None:
+        """Drops the spike test's reference values of the epochs a rollback undid."""
+        self._history = {
+            name: [(e, v) for e, v in values if e < completed_epochs]
+            for name, values in self._history.items()
+        }
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
+        self.epoch = epoch
+
+    def _spikes(self, logs) -> list[str]:
+        if self.spike_factor <= 0:
+            return []
+        found = []
+        for name in self.monitor:
+            past = [v for _, v in self._history.get(name, [])][-self.HISTORY :]
+            if name not in logs or len(past) < self.HISTORY or self.epoch < self.warmup_epochs:
+                continue
+            reference = sum(past) / len(past)
+            limit = reference + self.spike_factor * max(abs(reference), 1.0)
+            if float(logs[name]) > limit:
+                found.append(
+                    f"{name}={float(logs[name]):.6g} (over {limit:.6g}, {self._mean_words})"
+                )
+        return found
+
+    @property
+    def _mean_words(self) -> str:
+        return f"{self.spike_factor:g}x the mean of the last {self.HISTORY} epochs"
 
     def on_train_batch_end(self, batch, logs=None):
         self._global_step += 1
-        bad = non_finite_logs(logs)
-        if bad and self.diverged is None:
-            values = ", ".join(f"{name}={float(logs[name])}" for name in bad)
+        if self.diverged is not None:
+            return
+        logs = logs or {}
+        bad = [f"{name}={float(logs[name])}" for name in non_finite_logs(logs)]
+        bad = bad or self._spikes(logs)
+        if bad:
             self.diverged = (
-                f"training diverged: {values} at epoch {self._epoch + 1}, step {batch + 1} "
-                f"(global step {self._global_step})"
+                f"training diverged: {', '.join(bad)} at epoch {self.epoch + 1}, step "
+                f"{batch + 1} (global step {self._global_step})"
             )
             logging.error(self.diverged)
             self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.diverged is not None or non_finite_logs(logs):
+            return
+        for name in self.monitor:
+            if name in (logs or {}):
+                self._history.setdefault(name, []).append((epoch, float(logs[name])))
+
+
+def flagged(guard, logs) -> bool:
+    """Whether an epoch must not be saved or logged: its losses are not finite, or `guard`
+    (a DivergenceGuard or None) stopped it."""
+    return bool(non_finite_logs(logs)) or (guard is not None and guard.diverged is not None)
 
 
 class AtomicModelCheckpoint(keras.callbacks.Callback):
     """Saves the whole model to `path` at every epoch end, atomically, unless the epoch's losses
     are not finite (after a divergence the previous good model stays)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, guard: DivergenceGuard | None = None):
         super().__init__()
         self.path = path
+        self.guard = guard
 
     def on_epoch_end(self, epoch, logs=None):
-        if non_finite_logs(logs):
-            logging.warning("Not checkpointing epoch %d: its losses are not finite.", epoch + 1)
+        if flagged(self.guard, logs):
+            logging.warning("Not checkpointing epoch %d: it diverged.", epoch + 1)
             return
         with atomic_path(self.path, suffix=os.path.splitext(self.path)[1]) as tmp:
             self.model.save(tmp, overwrite=True)
@@ -86,18 +148,49 @@ class EpochBackup(keras.callbacks.Callback):
     completed epochs, in one file replaced by one atomic rename, so a kill at any moment loses no
     epoch and repeats none. `restore_backup` reads it before the next `fit`."""
 
-    def __init__(self, backup_dir: str):
+    def __init__(self, backup_dir: str, guard: DivergenceGuard | None = None):
         super().__init__()
         self.path = backup_path(backup_dir)
+        self.guard = guard
 
     def on_epoch_end(self, epoch, logs=None):
-        if non_finite_logs(logs):
-            logging.warning("Not backing up epoch %d: its losses are not finite.", epoch + 1)
+        if flagged(self.guard, logs):
+            logging.warning("Not backing up epoch %d: it diverged.", epoch + 1)
             return
-        with atomic_path(self.path, suffix=".weights.h5") as tmp:
-            self.model.save_weights(tmp, overwrite=True)
-            with h5py.File(tmp, "a") as f:
-                f.attrs[EPOCH_ATTR] = epoch + 1
+        write_backup(self.model, self.path, epoch + 1)
+
+
+class GuardedCSVLogger(keras.callbacks.CSVLogger):
+    """CSVLogger that leaves out an epoch the guard stopped, so that after a rollback the epoch
+    that is run again has one row, like every other."""
+
+    def __init__(self, filename: str, guard: DivergenceGuard, append: bool = True):
+        super().__init__(filename, append=append)
+        self.guard = guard
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not flagged(self.guard, logs):
+            super().on_epoch_end(epoch, logs)
+
+
+class GuardedTensorBoard(keras.callbacks.TensorBoard):
+    """TensorBoard that leaves out an epoch the guard stopped (see GuardedCSVLogger)."""
+
+    def __init__(self, log_dir: str, guard: DivergenceGuard):
+        super().__init__(log_dir)
+        self.guard = guard
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not flagged(self.guard, logs):
+            super().on_epoch_end(epoch, logs)
+
+
+def write_backup(model, path: str, completed_epochs: int) -> None:
+    """The weights of the model and both optimizers, and the epoch count, in one atomic file."""
+    with atomic_path(path, suffix=".weights.h5") as tmp:
+        model.save_weights(tmp, overwrite=True)
+        with h5py.File(tmp, "a") as f:
+            f.attrs[EPOCH_ATTR] = completed_epochs
 
 
 def backup_path(backup_dir: str) -> str:

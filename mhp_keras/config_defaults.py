@@ -42,6 +42,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.patch_size = 64  # textures: patch side in photo pixels (resized to image_size)
     c.data.train_patches = 600  # textures: train + validation patches (top 3/4 of the photo)
     c.data.test_patches = 200  # textures: test patches (bottom 1/4), half with synthetic defects
+    # textures: a dark frame around every patch, each side up to this fraction of the patch wide,
+    # drawn per image (0 = none): the varying borders of real inspection images.
+    c.data.frame_border = 0.0
 
     c.model = ml_collections.ConfigDict()
     c.model.hypotheses = 4
@@ -73,8 +76,21 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.mixed_precision = (
         "auto"  # auto (bf16 on CPUs with native bf16) | none | bfloat16 | float16
     )
-    c.train.jit_compile = "auto"  # auto (time both, keep the faster) | true | false: XLA
+    # XLA: auto (time both, keep the faster) | true | false; a config file may also use the bools
+    # True / False, so the field takes either type.
+    c.train.jit_compile = config_dict.FieldReference("auto", field_type=object)
     c.train.deterministic = False
+    # Automatic recovery: when a loss becomes NaN or infinite, or spikes (above the mean of the
+    # last 3 epochs by spike_factor times its size; 0 = off), roll back to the last good epoch,
+    # multiply both learning rates by recovery_lr_factor and go on, at most `recoveries` times.
+    c.train.recoveries = 3
+    c.train.recovery_lr_factor = 0.5
+    c.train.spike_factor = 10.0
+    # Training-health warnings: D's accuracy above health_d_acc on real and fake images, or one
+    # head winning more than health_head_share of the images, for health_epochs epochs in a row.
+    c.train.health_d_acc = 0.95
+    c.train.health_head_share = 0.95
+    c.train.health_epochs = 3
     c.train.verbose = 2  # keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch
 
     c.score = ml_collections.ConfigDict()

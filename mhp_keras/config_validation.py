@@ -65,6 +65,18 @@ def validate_config(config) -> None:
     _check(
         0.0 <= config.train.beta_1 < 1.0, "train.beta_1", config.train.beta_1, "a value in [0, 1)"
     )
+    t = config.train
+    _check(t.recoveries >= 0, "train.recoveries", t.recoveries, "an integer >= 0 (0 = none)")
+    _check(
+        0.0 < t.recovery_lr_factor < 1.0,
+        "train.recovery_lr_factor",
+        t.recovery_lr_factor,
+        "a factor in (0, 1)",
+    )
+    _check(t.spike_factor >= 0, "train.spike_factor", t.spike_factor, "a number >= 0 (0 = off)")
+    for key in ("health_d_acc", "health_head_share"):
+        _check(0.0 < t[key] <= 1.0, f"train.{key}", t[key], "a fraction in (0, 1]")
+    _check(t.health_epochs >= 1, "train.health_epochs", t.health_epochs, "an integer >= 1")
     _check(
         config.train.mixed_precision in MIXED_PRECISION,
         "train.mixed_precision",

@@ -29,6 +29,8 @@ from mhp_keras.evaluation import calibrate, evaluate, images_only
 from mhp_keras.hardware import cpu_has_native_bfloat16
 from mhp_keras.io_utils import atomic_path, write_json_atomic
 from mhp_keras.models import build_conad
+from mhp_keras.recovery import Recovery
+from mhp_keras.training_health import TrainingHealth
 
 MODES = ("train_and_evaluate", "train", "evaluate", "export")
 # Keys that may change between runs in one workdir without making it a different model.
@@ -182,20 +184,29 @@ def backup_dir(workdir: str, chief: bool) -> str:
 
 
 def training_callbacks(config, workdir: str, data, chief: bool):
-    """Checkpoint, TensorBoard, backup, divergence guard and the optional AUROC callback."""
-    guard = cb.DivergenceGuard()
-    callbacks = [guard, cb.EpochBackup(backup_dir(workdir, chief))]
+    """The divergence guard, training health, backup, checkpoint, loggers and the optional AUROC
+    callback, in the order they must run at an epoch's end (the guard and the health signals
+    first, so that what writes files and logs sees them). Returns (callbacks, guard, health)."""
+    t = config.train
+    guard = cb.DivergenceGuard(spike_factor=t.spike_factor)
+    health = TrainingHealth(
+        adversarial=config.loss.adv_weight > 0,
+        d_acc_limit=t.health_d_acc,
+        head_share_limit=t.health_head_share,
+        patience=t.health_epochs,
+    )
+    callbacks = [guard, health, cb.EpochBackup(backup_dir(workdir, chief), guard)]
     if chief:
         callbacks += [
-            cb.AtomicModelCheckpoint(os.path.join(workdir, "checkpoints", "last.keras")),
-            keras.callbacks.TensorBoard(os.path.join(workdir, "logs")),
-            keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
+            cb.AtomicModelCheckpoint(os.path.join(workdir, "checkpoints", "last.keras"), guard),
+            cb.GuardedTensorBoard(os.path.join(workdir, "logs"), guard),
+            cb.GuardedCSVLogger(os.path.join(workdir, "history.csv"), guard),
         ]
         if config.eval.every_epochs:
             from mhp_keras.eval_callback import AUROCCallback
 
             callbacks.append(AUROCCallback(data, config, os.path.join(workdir, "logs", "eval")))
-    return callbacks, guard
+    return callbacks, guard, health
 
 
 def repeated(ds: tf.data.Dataset):
@@ -211,8 +222,13 @@ def repeated(ds: tf.data.Dataset):
     return ds.repeat(), steps
 
 
-def train(config, data, workdir: str, strategy_name: str = "default"):
-    """Fits a fresh (or resumed) model, sets its threshold and saves `model.keras` atomically."""
+def train(config, data, workdir: str, strategy_name: str = "default", extra_callbacks=()):
+    """Fits a fresh (or resumed) model, sets its threshold and saves `model.keras` atomically.
+
+    A divergence rolls back to the last good epoch with lower learning rates (`recovery.py`), up
+    to `train.recoveries` times; after that it raises TrainingDiverged. `extra_callbacks` run
+    after the trainer's own.
+    """
     strategy = distribute.make_strategy(strategy_name)
     chief = distribute.writes_run_files(strategy_name)
     train_ds, steps_per_epoch = repeated(dataset_for_split(data.train, config, training=True))
@@ -220,47 +236,65 @@ def train(config, data, workdir: str, strategy_name: str = "default"):
         images_only(dataset_for_split(data.val, config, training=False)) if len(data.val) else None
     )
     model = build_and_compile(config, strategy)
-    callbacks, guard = training_callbacks(config, workdir, data, chief)
+    callbacks, guard, health = training_callbacks(config, workdir, data, chief)
+    callbacks += list(extra_callbacks)
+    backups = backup_dir(workdir, chief)
+    recovery = Recovery.from_config(config, backups)
     start = time.perf_counter()
     with strategy.scope():
-        initial_epoch = cb.restore_backup(model, backup_dir(workdir, chief))
+        initial_epoch = cb.restore_backup(model, backups)
+        recovery.apply_learning_rates(model)
     # After the build and restore, so the calibration's throw-away model cannot touch them.
     jit = jit_calibration.resolve(
         config,
         strategy,
         model,
         data.train,
-        backup_dir(workdir, chief),
+        backups,
         steps_per_epoch=steps_per_epoch,
         initial_epoch=initial_epoch,
         build=lambda jit_compile: build_and_compile(config, strategy, jit_compile),
     )
-    history = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        initial_epoch=initial_epoch,
-        epochs=config.train.epochs,
-        steps_per_epoch=steps_per_epoch,
-        callbacks=callbacks,
-        verbose=fit_verbosity(config),
-        shuffle=False,  # the pipeline shuffles, with the config's seed
-    )
-    seconds = time.perf_counter() - start
-    if guard.diverged:
-        kept = os.path.join(workdir, "checkpoints", "last.keras")
-        raise TrainingDiverged(
-            f"{guard.diverged}. Training stopped; the last good checkpoint is kept at {kept}"
-            " (if any epoch finished). Try a lower train.g_lr/train.d_lr, train.clip_norm > 0, "
-            "or a smaller loss.adv_weight."
+    recovery.save_start(model, initial_epoch)
+    first_epoch, epoch = initial_epoch, initial_epoch
+    while True:
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            initial_epoch=epoch,
+            epochs=config.train.epochs,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=callbacks,
+            verbose=fit_verbosity(config),
+            shuffle=False,  # the pipeline shuffles, with the config's seed
         )
+        if not guard.diverged:
+            break
+        if recovery.exhausted:
+            kept = os.path.join(workdir, "checkpoints", "last.keras")
+            raise TrainingDiverged(
+                f"{guard.diverged}, after {len(recovery.records)} automatic recoveries "
+                f"(config.train.recoveries={recovery.limit}). Training stopped; the last good "
+                f"checkpoint is kept at {kept} (if any epoch finished). Try a lower "
+                "train.g_lr/train.d_lr or a smaller loss.adv_weight."
+            )
+        with strategy.scope():
+            epoch = recovery.roll_back(model, guard)
+    seconds = time.perf_counter() - start
     values, source = calibrate(model, data.val, config)
     model.set_calibration(**values)
     threshold = values["threshold"]
     if chief:
         save_model(model, os.path.join(workdir, "model.keras"))
     logging.info("Threshold %.6g from %s.", threshold, source)
-    epochs = {"first": history.epoch[0] if history.epoch else None, "run": len(history.epoch)}
-    return model, {"train_seconds": seconds, "epochs": epochs, "jit_compile": jit}
+    run_epochs = config.train.epochs - first_epoch
+    return model, {
+        "train_seconds": seconds,
+        "epochs": {"first": first_epoch if run_epochs else None, "run": run_epochs},
+        "jit_compile": jit,
+        "recoveries": recovery.records,
+        "health_warnings": health.warnings,
+    }
 
 
 def save_model(model, path: str) -> None:
@@ -310,6 +344,8 @@ def run(
         timings["train_seconds"] = train_info["train_seconds"]
         summary["epochs"] = train_info["epochs"]
         summary["jit_compile"] = train_info["jit_compile"]
+        summary["recoveries"] = train_info["recoveries"]
+        summary["health_warnings"] = train_info["health_warnings"]
         if not chief:  # the chief evaluates and writes the run's files
             return summary
         summary["export"] = export(model, config, workdir)

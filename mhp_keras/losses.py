@@ -39,6 +39,17 @@ def gaussian_nll(x, mean, log_var, head_axis=1):
     return tf.reduce_sum(per_channel, axis=_channel_axis(head_axis))
 
 
+# The posterior's log-variance is squashed smoothly into (-8, 8): exp(8) ~ 3,000 is far beyond any
+# useful variance, and unbounded it could overflow exp() in the sampling and the KL when a run
+# goes wrong. Near 0, where it lives in a healthy run, the squash is almost the identity.
+POSTERIOR_LOGVAR_BOUND = 8.0
+
+
+def bounded_log_var(log_var, bound: float = POSTERIOR_LOGVAR_BOUND):
+    """bound * tanh(log_var / bound): a smooth bound to (-bound, bound)."""
+    return bound * tf.tanh(log_var / bound)
+
+
 def kl_to_standard_normal(mu, log_var):
     """KL(N(mu, exp(log_var)) || N(0, I)) per sample, summed over latent dimensions: [B]."""
     mu = tf.cast(mu, tf.float32)

@@ -7,7 +7,14 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from mhp_keras.data import load_data
 from mhp_keras.data.pipeline import dataset_for_split
-from mhp_keras.data.textures import DEFECTS, TEXTURES, TRAIN_ROWS, add_defect, texture_photo
+from mhp_keras.data.textures import (
+    DEFECTS,
+    TEXTURES,
+    TRAIN_ROWS,
+    add_defect,
+    add_frames,
+    texture_photo,
+)
 from mhp_keras.errors import ConfigError
 
 PATCH = 32
@@ -103,7 +110,40 @@ def test_through_the_pipeline(channels):
     assert labels.tolist() == data.test.labels.tolist()
 
 
+def test_frames_are_dark_vary_per_image_and_leave_the_rest():
+    patches = np.random.default_rng(0).uniform(0.4, 1.0, (50, 20, 20)).astype(np.float32)
+    framed = add_frames(patches, 0.25, np.random.default_rng(1))
+    dark = framed < 0.2  # the frame's level is at most 0.1 plus faint noise
+    np.testing.assert_array_equal(framed[~dark], patches[~dark])
+    widths = []
+    for d in dark:
+        top = int(np.argmin(d[:, 10])) if not d[:, 10].all() else 20
+        widths.append(top)
+        # A frame is a band along each edge: every dark pixel lies within 5 px (0.25 * 20) of one.
+        rows, cols = np.nonzero(d)
+        assert np.all(np.minimum.reduce([rows, cols, 19 - rows, 19 - cols]) < 5)
+    assert len(set(widths)) > 3 and max(widths) <= 5 and min(widths) == 0
+    assert dark.sum() > 0
+
+
+def test_frame_border_frames_every_split_and_keeps_the_texture():
+    plain = load_data(config_for())
+    framed = load_data(config_for(frame_border=0.2))
+    np.testing.assert_array_equal(framed.test.labels, plain.test.labels)
+    np.testing.assert_array_equal(framed.test.masks, plain.test.masks)
+    normal_test = plain.test.labels == 0  # a defect's strength follows its patch's contrast
+    for name in ("train", "val", "test"):
+        a, b = getattr(plain, name).images, getattr(framed, name).images
+        if name == "test":
+            a, b = a[normal_test], b[normal_test]
+        changed = a != b
+        assert changed.any(axis=(1, 2, 3)).mean() > 0.5  # most patches have a frame
+        assert np.all(b[changed] <= 0.15)  # and it is dark; the rest is untouched
+
+
 def test_bad_values():
+    with pytest.raises(ConfigError, match=r"data.frame_border=0.6"):
+        load_data(config_for(frame_border=0.6))
     with pytest.raises(ConfigError, match=r"'marble'.*\['brick', 'grass', 'gravel'\]"):
         load_data(config_for(normal_class="marble"))
     with pytest.raises(ConfigError, match="data.patch_size=200"):

@@ -39,17 +39,20 @@ DEFAULT_STRATEGY = tf.distribute.get_strategy()
         ("0", False),
         (True, True),
         (False, False),
+        (1, True),
+        (0, False),
     ],
 )
 def test_accepted_settings(value, expected):
     assert jit_calibration.parse_setting(value) == expected
-    if isinstance(value, str):  # the config field is a string, so only strings reach it
-        config = base_config()
-        config.train.jit_compile = value
-        validate_config(config)
+    # The config field takes strings and bools (a config file may write True / False), and the
+    # command line's "0" / "1" arrive as ints.
+    config = base_config()
+    config.train.jit_compile = value
+    validate_config(config)
 
 
-@pytest.mark.parametrize("value", ["yes", "", "xla", "2"])
+@pytest.mark.parametrize("value", ["yes", "", "xla", "2", 2, 0.5])
 def test_rejected_settings_name_the_key(value):
     config = base_config()
     config.train.jit_compile = value

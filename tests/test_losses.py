@@ -145,3 +145,15 @@ def test_smooth_map_matches_scipy_gaussian_filter():
         )
         np.testing.assert_allclose(losses.smooth_map(amap, sigma).numpy(), expected, atol=1e-5)
     np.testing.assert_array_equal(losses.smooth_map(amap, 0.0), amap)
+
+
+def test_posterior_log_variance_is_bounded_smoothly():
+    x = np.array([-1e4, -20.0, -1.0, 0.0, 0.5, 4.0, 1e4], np.float32)
+    got = losses.bounded_log_var(x).numpy()
+    np.testing.assert_allclose(got, 8.0 * np.tanh(x / 8.0), rtol=1e-6)
+    assert np.all(np.abs(got) < 8.0 + 1e-6) and np.all(np.diff(got) > 0)
+    # Almost the identity where a healthy posterior lives.
+    np.testing.assert_allclose(got[2:5], x[2:5], atol=6e-3)
+    # So the KL stays finite where an unbounded exp() would overflow.
+    kl = losses.kl_to_standard_normal(np.zeros((1, 7), np.float32), got[None]).numpy()
+    assert np.isfinite(kl).all()

@@ -18,8 +18,13 @@ Defect strengths are set relative to the patch's own contrast, so they are visib
 trivially separable by brightness alone. Everything is generated with numpy from
 `data.split_seed`, so the data are identical on every run.
 
+With `data.frame_border` > 0 every patch, normal or not, gets a dark frame whose width varies from
+image to image and side to side, as inspection images often have (the part does not fill the
+field of view the same way twice). The frame is normal content, but it is an easy cue for a
+discriminator, which makes this set a test of the adversarial training's balance.
+
 Its own config keys (defaults in `mhp_keras.config_defaults`): data.patch_size, data.train_patches
-(train + validation patches) and data.test_patches (half of them defective).
+(train + validation patches), data.test_patches (half of them defective) and data.frame_border.
 """
 
 from __future__ import annotations
@@ -143,6 +148,21 @@ def _spots(patch: np.ndarray, rng, scale: float) -> tuple[np.ndarray, np.ndarray
     return out, mask
 
 
+def add_frames(patches: np.ndarray, max_fraction: float, rng) -> np.ndarray:
+    """A copy of [N, size, size] patches, each in a dark frame: each side's width is drawn from
+    [0, max_fraction * size] pixels, and the frame's grey level from [0, 0.1] with faint noise."""
+    out = patches.copy()
+    size = patches.shape[1]
+    widths = rng.integers(0, int(max_fraction * size) + 1, (len(patches), 4))
+    levels = rng.uniform(0.0, 0.1, len(patches))
+    for patch, (top, bottom, left, right), level in zip(out, widths, levels, strict=True):
+        frame = np.zeros((size, size), bool)
+        frame[:top], frame[size - bottom :], frame[:, :left], frame[:, size - right :] = (True,) * 4
+        noise = rng.normal(0.0, 0.01, int(frame.sum()))
+        patch[frame] = np.clip(level + noise, 0.0, 1.0)
+    return out
+
+
 def add_defect(
     patch: np.ndarray, kind: str, rng, scale: float, photos: dict[str, np.ndarray], normal: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -164,6 +184,11 @@ def load_textures(config) -> OneClassData:
             f"data.patch_size={size}: expected 8..{test_rows} pixels (test patches are cut from "
             f"the bottom {test_rows} rows of the {PHOTO_SIZE}x{PHOTO_SIZE} photo)."
         )
+    if not 0.0 <= config.data.frame_border < 0.5:
+        raise ConfigError(
+            f"data.frame_border={config.data.frame_border}: expected a fraction of the patch side "
+            "in [0, 0.5) (0 = no frame)."
+        )
     if n_train < 2 or n_test < 2:
         raise ConfigError(
             f"data.train_patches={n_train}, data.test_patches={n_test}: expected at least 2 each."
@@ -174,6 +199,10 @@ def load_textures(config) -> OneClassData:
     scale = max(1.0, size / config.data.image_size)
 
     train_x, _ = _random_patches(photo, (0, TRAIN_ROWS), n_train, size, rng)
+    # Frames draw from their own generator, so the patches and defects do not change with them.
+    frame_rng = np.random.default_rng([config.data.split_seed, 1])
+    if config.data.frame_border > 0:
+        train_x = add_frames(train_x, config.data.frame_border, frame_rng)
     train_all = ImageSet(
         labels=np.zeros(n_train, np.int32),
         ids=[f"{normal}_train_{i:04d}" for i in range(n_train)],
@@ -182,6 +211,8 @@ def load_textures(config) -> OneClassData:
     train, val = split_train_val(train_all, config)
 
     test_x, _ = _random_patches(photo, (TRAIN_ROWS, PHOTO_SIZE), n_test, size, rng)
+    if config.data.frame_border > 0:
+        test_x = add_frames(test_x, config.data.frame_border, frame_rng)
     masks = np.zeros_like(test_x, dtype=bool)
     labels = np.zeros(n_test, np.int32)
     ids = []

@@ -350,6 +350,7 @@ class ConAD(keras.Model):
         decoded `means` in the heads' native layout [B, h, w, C, K] and the `nll` [B, K, h, w].
         """
         mu, log_var = self.encoder(images, training=training)
+        log_var = losses.bounded_log_var(log_var)
         noise = self._replica_random(
             "posterior", tf.shape(mu), lambda shape, seed: tf.random.stateless_normal(shape, seed)
         )

@@ -1,0 +1,94 @@
+"""Training health in plain words: warnings about an adversarial game or a set of hypotheses that
+has stopped working, while the losses still look finite.
+
+Two failures show in the epoch logs long before anything becomes NaN: the discriminator wins
+almost every decision (it then gives the generator no useful gradient, and in the runs that
+diverged its accuracy sat near 1.0 for epochs first), and one hypothesis wins almost every image
+(the other heads then learn almost nothing, which defeats the multiple hypotheses). The callback
+says each once, with the setting to change, and adds the signals to the epoch logs so that
+TensorBoard and history.csv carry them.
+"""
+
+from __future__ import annotations
+
+import keras
+from absl import logging
+
+D_ACC_KEY = "health_d_acc"  # the lower of D's accuracies on real and on fake images
+HEAD_SHARE_KEY = "health_top_head_share"  # the share of images (or pixels) won by the top head
+
+
+def d_accuracy(logs) -> float | None:
+    if "d_acc_real" not in logs or "d_acc_fake" not in logs:
+        return None
+    return min(float(logs["d_acc_real"]), float(logs["d_acc_fake"]))
+
+
+def head_shares(logs) -> list[float]:
+    shares, k = [], 0
+    while f"win_{k}" in logs:
+        shares.append(float(logs[f"win_{k}"]))
+        k += 1
+    return shares
+
+
+class TrainingHealth(keras.callbacks.Callback):
+    """Warns once when D's accuracy on both real and fake images stays above `d_acc_limit` for
+    `patience` epochs in a row, and once when one of several heads wins more than
+    `head_share_limit` of the training images for `patience` epochs in a row.
+
+    Place it before the loggers in the callback list: it adds `health_d_acc` and
+    `health_top_head_share` to each epoch's logs. `warnings` holds what was said.
+    """
+
+    def __init__(
+        self,
+        adversarial: bool,
+        d_acc_limit: float = 0.95,
+        head_share_limit: float = 0.95,
+        patience: int = 3,
+    ):
+        super().__init__()
+        self.adversarial = adversarial
+        self.d_acc_limit = float(d_acc_limit)
+        self.head_share_limit = float(head_share_limit)
+        self.patience = int(patience)
+        self.warnings: list[str] = []
+        self._d_streak = 0
+        self._head_streak = 0
+        self._said: set[str] = set()
+
+    def _say(self, kind: str, message: str) -> None:
+        if kind not in self._said:
+            self._said.add(kind)
+            self.warnings.append(message)
+            logging.warning("%s", message)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        accuracy = d_accuracy(logs) if self.adversarial else None
+        if accuracy is not None:
+            logs[D_ACC_KEY] = accuracy
+            self._d_streak = self._d_streak + 1 if accuracy > self.d_acc_limit else 0
+            if self._d_streak >= self.patience:
+                self._say(
+                    "discriminator",
+                    f"Training health: the discriminator has won {accuracy:.0%} or more of its "
+                    f"decisions on real and on fake images for {self._d_streak} epochs (epoch "
+                    f"{epoch + 1}); it no longer guides the decoder, and such runs can diverge. "
+                    "Lower config.loss.adv_weight or config.train.d_lr (e.g. halve them).",
+                )
+        shares = head_shares(logs)
+        if len(shares) > 1:
+            top = max(shares)
+            logs[HEAD_SHARE_KEY] = top
+            self._head_streak = self._head_streak + 1 if top > self.head_share_limit else 0
+            if self._head_streak >= self.patience:
+                self._say(
+                    "heads",
+                    f"Training health: hypothesis {shares.index(top)} has won {top:.0%} of the "
+                    f"training images for {self._head_streak} epochs (epoch {epoch + 1}); the "
+                    f"other {len(shares) - 1} heads learn almost nothing. Raise config.loss.eps "
+                    "(their share of the loss) or use fewer config.model.hypotheses.",
+                )

@@ -1,0 +1,230 @@
+"""Automatic recovery from a divergence (rollback to the last good epoch, lower learning rates,
+continue) and the training-health warnings, on a tiny model."""
+
+import csv
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from mhp_keras import callbacks as cb
+from mhp_keras import experiment
+from mhp_keras.config_defaults import base_config
+from mhp_keras.config_validation import validate_config
+from mhp_keras.data import load_data
+from mhp_keras.errors import ConfigError
+from mhp_keras.recovery import RECORD_FILE, Recovery
+from mhp_keras.training_health import D_ACC_KEY, HEAD_SHARE_KEY, TrainingHealth
+
+EPOCHS = 5
+BATCH = 16
+
+
+def tiny_config(**train):
+    c = base_config()
+    c.data.max_train = 48
+    c.data.batch_size = BATCH
+    c.model.hypotheses = 2
+    c.model.latent_dim = 4
+    c.model.base_filters = 8
+    c.model.disc_base_filters = 8
+    c.train.epochs = EPOCHS
+    c.train.verbose = 0
+    c.train.jit_compile = "false"
+    c.eval.report = False
+    for key, value in train.items():
+        c.train[key] = value
+    return c
+
+
+class PoisonWeights(keras.callbacks.Callback):
+    """Sets the encoder's first kernel to NaN before the given batches of the given epochs (each
+    (epoch, batch) once): the loss of that batch is NaN, as in a real divergence."""
+
+    def __init__(self, *at):
+        super().__init__()
+        self.at = set(at)
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if (self.epoch, batch) in self.at:
+            self.at.discard((self.epoch, batch))
+            kernel = self.model.encoder.trainable_variables[0]
+            kernel.assign(np.full(kernel.shape, np.nan, kernel.dtype))
+
+
+def history_epochs(workdir):
+    with open(workdir / "history.csv") as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data(tiny_config())
+
+
+def test_a_nan_rolls_back_one_epoch_lowers_the_rates_and_loses_no_epoch(tmp_path, digits):
+    config = tiny_config()
+    experiment.set_up_runtime(config)
+    model, info = experiment.train(
+        config, digits, str(tmp_path), extra_callbacks=[PoisonWeights((2, 1))]
+    )
+    (record,) = info["recoveries"]
+    assert "loss=nan" in record["cause"] and "epoch 3, step 2" in record["cause"]
+    assert record["resumed_after_epoch"] == 2
+    assert record["g_lr"] == pytest.approx(config.train.g_lr * 0.5)
+    assert record["d_lr"] == pytest.approx(config.train.d_lr * 0.5)
+    assert float(model.g_optimizer.learning_rate) == pytest.approx(config.train.g_lr * 0.5)
+    assert float(model.d_optimizer.learning_rate) == pytest.approx(config.train.d_lr * 0.5)
+    # The diverged epoch was undone and run again: one row and one optimizer step per batch
+    # of every epoch, none lost, none repeated.
+    assert history_epochs(tmp_path) == list(range(EPOCHS))
+    steps = int(np.ceil(len(digits.train) / BATCH))
+    assert int(model.g_optimizer.iterations.numpy()) == EPOCHS * steps
+    assert int(model.d_optimizer.iterations.numpy()) == EPOCHS * steps
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert info["epochs"] == {"first": 0, "run": EPOCHS}
+    stored = json.loads((tmp_path / "backup" / RECORD_FILE).read_text())
+    assert stored == info["recoveries"]
+
+
+def test_a_nan_in_the_first_epoch_rolls_back_to_the_start(tmp_path, digits):
+    config = tiny_config(epochs=2)
+    experiment.set_up_runtime(config)
+    model, info = experiment.train(
+        config, digits, str(tmp_path), extra_callbacks=[PoisonWeights((0, 0))]
+    )
+    assert [r["resumed_after_epoch"] for r in info["recoveries"]] == [0]
+    assert history_epochs(tmp_path) == [0, 1]
+    steps = int(np.ceil(len(digits.train) / BATCH))
+    assert int(model.g_optimizer.iterations.numpy()) == 2 * steps
+
+
+def test_when_the_recoveries_are_used_up_the_error_is_clear_and_the_checkpoint_kept(
+    tmp_path, digits
+):
+    config = tiny_config(recoveries=1, epochs=3)
+    experiment.set_up_runtime(config)
+    with pytest.raises(experiment.TrainingDiverged, match=r"after 1 automatic recover"):
+        experiment.train(
+            config, digits, str(tmp_path), extra_callbacks=[PoisonWeights((1, 0), (1, 1))]
+        )
+    # Epoch 1 finished before the divergences: it is the checkpoint and the backup.
+    assert (tmp_path / "checkpoints" / "last.keras").exists()
+    assert history_epochs(tmp_path) == [0]
+    records = json.loads((tmp_path / "backup" / RECORD_FILE).read_text())
+    assert [r["resumed_after_epoch"] for r in records] == [1]
+
+
+def test_recoveries_zero_stops_at_the_first_divergence(tmp_path, digits):
+    config = tiny_config(recoveries=0, epochs=2)
+    experiment.set_up_runtime(config)
+    with pytest.raises(experiment.TrainingDiverged, match="epoch 2, step 1"):
+        experiment.train(config, digits, str(tmp_path), extra_callbacks=[PoisonWeights((1, 0))])
+
+
+def test_a_resumed_run_keeps_its_lowered_rates_and_budget(tmp_path):
+    from model_helpers import tiny_conad
+
+    model = tiny_conad()
+    first = Recovery(str(tmp_path), limit=2, lr_factor=0.25, g_lr=1e-3, d_lr=2e-4)
+    first.save_start(model, 0)
+
+    class Guard:
+        diverged = "training diverged: kl=inf at epoch 1, step 1"
+
+        def forget_after(self, epochs):
+            self.forgot = epochs
+
+        def reset(self):
+            self.diverged = None
+
+    assert first.roll_back(model, Guard()) == 0
+    again = Recovery(str(tmp_path), limit=2, lr_factor=0.25, g_lr=1e-3, d_lr=2e-4)
+    assert not again.exhausted and len(again.records) == 1
+    fresh = tiny_conad()
+    again.apply_learning_rates(fresh)
+    assert float(fresh.g_optimizer.learning_rate) == pytest.approx(2.5e-4)
+    assert float(fresh.d_optimizer.learning_rate) == pytest.approx(5e-5)
+    again.roll_back(model, Guard())
+    assert again.exhausted
+
+
+class FakeModel:
+    stop_training = False
+
+
+def run_guard(guard, epochs):
+    """Feeds `guard` epochs of batch logs ({name: value} per batch); returns the model."""
+    model = FakeModel()
+    guard.set_model(model)
+    for epoch, batches in enumerate(epochs):
+        guard.on_epoch_begin(epoch)
+        for batch, logs in enumerate(batches):
+            guard.on_train_batch_end(batch, logs)
+            if model.stop_training:
+                return model
+        guard.on_epoch_end(epoch, batches[-1])
+    return model
+
+
+def test_the_spike_test_against_the_mean_of_the_last_three_epochs():
+    calm = [[{"kl": 10.0, "loss": -100.0}]] * 4
+    # limit = 10 + 10 * 10 = 110 for kl; loss limit = -100 + 10 * 100 = 900.
+    assert not run_guard(cb.DivergenceGuard(10.0), calm + [[{"kl": 109.0}]]).stop_training
+    guard = cb.DivergenceGuard(10.0)
+    assert run_guard(guard, calm + [[{"kl": 50.0}, {"kl": 111.0}]]).stop_training
+    assert "kl=111 (over 110" in guard.diverged and "epoch 5, step 2" in guard.diverged
+    # Off, and not before the warm-up epochs and three epochs of reference.
+    assert not run_guard(cb.DivergenceGuard(0.0), calm + [[{"kl": 1e9}]]).stop_training
+    assert not run_guard(cb.DivergenceGuard(10.0), [[{"kl": 1.0}], [{"kl": 500.0}]]).stop_training
+    # Values near zero are compared with a scale of at least 1.
+    tiny = [[{"kl": 0.01}]] * 3
+    assert not run_guard(cb.DivergenceGuard(10.0), tiny + [[{"kl": 10.0}]]).stop_training
+    # Rolled-back epochs leave the reference.
+    guard = cb.DivergenceGuard(10.0)
+    run_guard(guard, [[{"kl": 1.0}]] * 2 + [[{"kl": 1000.0}]] * 3)
+    guard.forget_after(2)
+    assert guard._history["kl"] == [(0, 1.0), (1, 1.0)]
+
+
+def feed_health(health, epochs):
+    all_logs = []
+    for epoch, logs in enumerate(epochs):
+        logs = dict(logs)
+        health.on_epoch_end(epoch, logs)
+        all_logs.append(logs)
+    return all_logs
+
+
+def test_health_says_once_when_the_discriminator_wins_everything():
+    health = TrainingHealth(adversarial=True, d_acc_limit=0.95, patience=3)
+    strong = {"d_acc_real": 0.99, "d_acc_fake": 0.97, "win_0": 0.5, "win_1": 0.5}
+    weak = dict(strong, d_acc_fake=0.6)
+    logs = feed_health(health, [strong, strong, weak, strong, strong] + [strong] * 3)
+    assert len(health.warnings) == 1  # the streak broke at epoch 3; said once at epoch 6
+    assert "epoch 6" in health.warnings[0] and "config.loss.adv_weight" in health.warnings[0]
+    assert [entry[D_ACC_KEY] for entry in logs[:3]] == pytest.approx([0.97, 0.97, 0.6])
+    assert logs[0][HEAD_SHARE_KEY] == 0.5
+
+
+def test_health_says_once_when_one_head_wins_everything():
+    health = TrainingHealth(adversarial=False, head_share_limit=0.95, patience=2)
+    logs = feed_health(health, [{"win_0": 0.02, "win_1": 0.98, "d_acc_real": 1.0}] * 4)
+    (message,) = health.warnings
+    assert "hypothesis 1 has won 98%" in message and "config.loss.eps" in message
+    assert D_ACC_KEY not in logs[0]  # no discriminator: its accuracy is no signal
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("recoveries", -1), ("recovery_lr_factor", 1.0), ("spike_factor", -2.0), ("health_epochs", 0)],
+)
+def test_bad_recovery_settings_name_the_key(key, value):
+    config = tiny_config(**{key: value})
+    with pytest.raises(ConfigError, match=f"config.train.{key}="):
+        validate_config(config)
