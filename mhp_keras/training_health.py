@@ -35,7 +35,8 @@ def head_shares(logs) -> list[float]:
 class TrainingHealth(keras.callbacks.Callback):
     """Warns once when D's accuracy on both real and fake images stays above `d_acc_limit` for
     `patience` epochs in a row, and once when one of several heads wins more than
-    `head_share_limit` of the training images for `patience` epochs in a row.
+    `head_share_limit` of the training images for `patience` epochs in a row, counting from
+    epoch `patience` + 1 (a warm-up as long as the patience).
 
     Place it before the loggers in the callback list: it adds `health_d_acc` and
     `health_top_head_share` to each epoch's logs. `warnings` holds what was said.
@@ -44,9 +45,9 @@ class TrainingHealth(keras.callbacks.Callback):
     def __init__(
         self,
         adversarial: bool,
-        d_acc_limit: float = 0.95,
+        d_acc_limit: float = 0.97,
         head_share_limit: float = 0.95,
-        patience: int = 3,
+        patience: int = 5,
     ):
         super().__init__()
         self.adversarial = adversarial
@@ -67,10 +68,14 @@ class TrainingHealth(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
+        # The first `patience` epochs only log: early in training one head or D routinely wins
+        # nearly everything for a few epochs (seen in healthy demo runs) before it evens out.
+        settled = epoch >= self.patience
         accuracy = d_accuracy(logs) if self.adversarial else None
         if accuracy is not None:
             logs[D_ACC_KEY] = accuracy
-            self._d_streak = self._d_streak + 1 if accuracy > self.d_acc_limit else 0
+            high = settled and accuracy > self.d_acc_limit
+            self._d_streak = self._d_streak + 1 if high else 0
             if self._d_streak >= self.patience:
                 self._say(
                     "discriminator",
@@ -83,7 +88,8 @@ class TrainingHealth(keras.callbacks.Callback):
         if len(shares) > 1:
             top = max(shares)
             logs[HEAD_SHARE_KEY] = top
-            self._head_streak = self._head_streak + 1 if top > self.head_share_limit else 0
+            high = settled and top > self.head_share_limit
+            self._head_streak = self._head_streak + 1 if high else 0
             if self._head_streak >= self.patience:
                 self._say(
                     "heads",

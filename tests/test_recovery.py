@@ -205,16 +205,27 @@ def test_health_says_once_when_the_discriminator_wins_everything():
     health = TrainingHealth(adversarial=True, d_acc_limit=0.95, patience=3)
     strong = {"d_acc_real": 0.99, "d_acc_fake": 0.97, "win_0": 0.5, "win_1": 0.5}
     weak = dict(strong, d_acc_fake=0.6)
-    logs = feed_health(health, [strong, strong, weak, strong, strong] + [strong] * 3)
-    assert len(health.warnings) == 1  # the streak broke at epoch 3; said once at epoch 6
-    assert "epoch 6" in health.warnings[0] and "config.loss.adv_weight" in health.warnings[0]
-    assert [entry[D_ACC_KEY] for entry in logs[:3]] == pytest.approx([0.97, 0.97, 0.6])
+    # Epochs 1-3 are the warm-up; the streak starts at epoch 4, breaks at epoch 6 and is said
+    # once, at epoch 9.
+    epochs = [strong] * 3 + [strong, strong, weak] + [strong] * 6
+    logs = feed_health(health, epochs)
+    assert len(health.warnings) == 1
+    assert "epoch 9" in health.warnings[0] and "config.loss.adv_weight" in health.warnings[0]
+    assert [entry[D_ACC_KEY] for entry in logs[4:7]] == pytest.approx([0.97, 0.6, 0.97])
     assert logs[0][HEAD_SHARE_KEY] == 0.5
+
+
+def test_health_is_quiet_in_the_warm_up_and_below_the_limit():
+    health = TrainingHealth(adversarial=True, d_acc_limit=0.97, patience=5)
+    early = {"d_acc_real": 1.0, "d_acc_fake": 1.0, "win_0": 1.0, "win_1": 0.0}
+    later = {"d_acc_real": 0.99, "d_acc_fake": 0.96, "win_0": 0.9, "win_1": 0.1}
+    feed_health(health, [early] * 5 + [later] * 20)
+    assert health.warnings == []
 
 
 def test_health_says_once_when_one_head_wins_everything():
     health = TrainingHealth(adversarial=False, head_share_limit=0.95, patience=2)
-    logs = feed_health(health, [{"win_0": 0.02, "win_1": 0.98, "d_acc_real": 1.0}] * 4)
+    logs = feed_health(health, [{"win_0": 0.02, "win_1": 0.98, "d_acc_real": 1.0}] * 5)
     (message,) = health.warnings
     assert "hypothesis 1 has won 98%" in message and "config.loss.eps" in message
     assert D_ACC_KEY not in logs[0]  # no discriminator: its accuracy is no signal
