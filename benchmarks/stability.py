@@ -25,7 +25,8 @@ import subprocess
 import sys
 import time
 
-from benchmarks.memory import REPO_ROOT
+# Not benchmarks.memory's: that imports TensorFlow, which this parent process never needs.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CONFIGS = {"textures": "configs/textures.py", "border": "configs/textures_border.py"}
 MAX_PATCH = 128  # test patches come from the photo's bottom 128 rows

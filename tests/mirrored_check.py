@@ -21,10 +21,15 @@ import numpy as np  # noqa: E402
 from model_helpers import tiny_conad  # noqa: E402
 
 
-def build(strategy, weights, adv_weight):
+def build(strategy, weights, adv_weight, clip_norm):
     with strategy.scope():
         model = tiny_conad(
-            compile=False, hypotheses=3, adv_weight=adv_weight, minibatch_std=False, seed=3
+            compile=False,
+            hypotheses=3,
+            adv_weight=adv_weight,
+            clip_norm=clip_norm,
+            minibatch_std=False,
+            seed=3,
         )
         model.compile(
             g_optimizer=keras.optimizers.Adam(1e-3, beta_1=0.5),
@@ -43,12 +48,14 @@ def train(model, images, steps, batch):
 
 
 def main():
-    adv_weight = float(sys.argv[1])
+    adv_weight, clip_norm = float(sys.argv[1]), float(sys.argv[2])
     keras.utils.set_random_seed(0)
     images = np.random.default_rng(0).random((32, 16, 16, 1)).astype("float32")
-    single = build(tf.distribute.get_strategy(), None, adv_weight)
+    single = build(tf.distribute.get_strategy(), None, adv_weight, clip_norm)
     initial = [v.numpy() for v in single.trainable_variables]
-    mirrored = build(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), initial, adv_weight)
+    mirrored = build(
+        tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), initial, adv_weight, clip_norm
+    )
     a = train(single, images, steps=4, batch=8)
     b = train(mirrored, images, steps=4, batch=8)
     after_single = [v.numpy() for v in single.trainable_variables]

@@ -19,10 +19,12 @@ from mhp_keras.errors import ConfigError
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-@pytest.mark.parametrize("adv_weight", ["0", "0.1"])
-def test_mirrored_matches_single_device(adv_weight):
+# clip_norm 0.01 is far below these gradients' norms: clipping acts at every step, and must act
+# on the sum over replicas, not on each replica's part.
+@pytest.mark.parametrize("adv_weight, clip_norm", [("0", "1.0"), ("0.1", "0.01"), ("0.1", "0")])
+def test_mirrored_matches_single_device(adv_weight, clip_norm):
     result = subprocess.run(
-        [sys.executable, os.path.join(HERE, "mirrored_check.py"), adv_weight],
+        [sys.executable, os.path.join(HERE, "mirrored_check.py"), adv_weight, clip_norm],
         capture_output=True,
         text=True,
         timeout=300,

@@ -425,8 +425,29 @@ class ConAD(keras.Model):
     def _apply(self, optimizer, tape, loss, variables):
         grads = tape.gradient(loss, variables)
         if self.clip_norm > 0:
-            grads, _ = tf.clip_by_global_norm(grads, self.clip_norm)
+            grads = self._clip_global(grads)
         optimizer.apply_gradients(zip(grads, variables))
+
+    def _clip_global(self, grads):
+        """`grads` clipped by the norm of the whole batch's gradient.
+
+        Under a strategy with N replicas each replica holds only its part of the gradient (the
+        optimizer sums them later), and clipping the parts by their own norms is not clipping
+        the sum. So the parts are summed here first, clipped, and divided by N: the optimizer's
+        sum then gives exactly the clipped global gradient.
+        """
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context is not None else 1
+        if replicas > 1:
+            present = [i for i, g in enumerate(grads) if g is not None]
+            summed = context.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
+            grads = list(grads)
+            for i, g in zip(present, summed, strict=True):
+                grads[i] = g
+        grads, _ = tf.clip_by_global_norm(grads, self.clip_norm)
+        if replicas > 1:
+            grads = [None if g is None else g / replicas for g in grads]
+        return grads
 
     def _update_metrics(self, out):
         for name, tracker in self._trackers.items():
