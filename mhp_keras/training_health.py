@@ -55,15 +55,17 @@ class TrainingHealth(keras.callbacks.Callback):
         self.head_share_limit = float(head_share_limit)
         self.patience = int(patience)
         self.warnings: list[str] = []
-        self._d_streak = 0
-        self._head_streak = 0
+        self._streaks = {"discriminator": 0, "heads": 0}
         self._said: set[str] = set()
 
-    def _say(self, kind: str, message: str) -> None:
-        if kind not in self._said:
+    def _observe(self, kind: str, high: bool, message) -> None:
+        """Counts the epochs in a row that `kind` was `high`; at `patience` of them, says
+        `message(epochs)` (once per run)."""
+        self._streaks[kind] = self._streaks[kind] + 1 if high else 0
+        if self._streaks[kind] >= self.patience and kind not in self._said:
             self._said.add(kind)
-            self.warnings.append(message)
-            logging.warning("%s", message)
+            self.warnings.append(message(self._streaks[kind]))
+            logging.warning("%s", self.warnings[-1])
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
@@ -74,27 +76,27 @@ class TrainingHealth(keras.callbacks.Callback):
         accuracy = d_accuracy(logs) if self.adversarial else None
         if accuracy is not None:
             logs[D_ACC_KEY] = accuracy
-            high = settled and accuracy > self.d_acc_limit
-            self._d_streak = self._d_streak + 1 if high else 0
-            if self._d_streak >= self.patience:
-                self._say(
-                    "discriminator",
+            self._observe(
+                "discriminator",
+                settled and accuracy > self.d_acc_limit,
+                lambda epochs: (
                     f"Training health: the discriminator has won {accuracy:.0%} or more of its "
-                    f"decisions on real and on fake images for {self._d_streak} epochs (epoch "
+                    f"decisions on real and on fake images for {epochs} epochs (epoch "
                     f"{epoch + 1}); it no longer guides the decoder, and such runs can diverge. "
-                    "Lower config.loss.adv_weight or config.train.d_lr (e.g. halve them).",
-                )
+                    "Lower config.loss.adv_weight or config.train.d_lr (e.g. halve them)."
+                ),
+            )
         shares = head_shares(logs)
         if len(shares) > 1:
             top = max(shares)
             logs[HEAD_SHARE_KEY] = top
-            high = settled and top > self.head_share_limit
-            self._head_streak = self._head_streak + 1 if high else 0
-            if self._head_streak >= self.patience:
-                self._say(
-                    "heads",
+            self._observe(
+                "heads",
+                settled and top > self.head_share_limit,
+                lambda epochs: (
                     f"Training health: hypothesis {shares.index(top)} has won {top:.0%} of the "
-                    f"training images for {self._head_streak} epochs (epoch {epoch + 1}); the "
-                    f"other {len(shares) - 1} heads learn almost nothing. Raise config.loss.eps "
-                    "(their share of the loss) or use fewer config.model.hypotheses.",
-                )
+                    f"training images for {epochs} epochs (epoch {epoch + 1}); the other "
+                    f"{len(shares) - 1} heads learn almost nothing. Raise config.loss.eps "
+                    "(their share of the loss) or use fewer config.model.hypotheses."
+                ),
+            )
