@@ -82,6 +82,8 @@ def summary_line(metrics: dict) -> str:
     seconds = metrics.get("timings", {}).get("train_seconds")
     if seconds is not None:
         parts.append(f"train_seconds={seconds:.1f}")
+    if metrics.get("recoveries"):  # automatic rollbacks after a divergence: worth a look
+        parts.append(f"recoveries={len(metrics['recoveries'])}")
     return "RESULT " + " ".join(parts)
 
 

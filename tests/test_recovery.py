@@ -3,10 +3,13 @@ continue) and the training-health warnings, on a tiny model."""
 
 import csv
 import json
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
+from cli_helpers import ENV, ROOT
 
 from mhp_keras import callbacks as cb
 from mhp_keras import experiment
@@ -239,3 +242,18 @@ def test_bad_recovery_settings_name_the_key(key, value):
     config = tiny_config(**{key: value})
     with pytest.raises(ConfigError, match=f"config.train.{key}="):
         validate_config(config)
+
+
+def test_the_result_line_counts_the_recoveries():
+    # In a child process: train_main defines absl flags, which other tests' modules define too.
+    code = (
+        "import train_main; m = {'image_auroc': 0.9, 'n_test': 4, 'n_anomalous': 2, "
+        "'recoveries': [{'cause': 'x'}, {'cause': 'y'}]}; print(train_main.summary_line(m)); "
+        "m['recoveries'] = []; print(train_main.summary_line(m))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=ENV, check=True
+    )
+    with_recoveries, without = result.stdout.strip().splitlines()[-2:]
+    assert with_recoveries.endswith(" recoveries=2")
+    assert "recoveries" not in without
