@@ -12,8 +12,13 @@ from mhp_keras.config_defaults import base_config  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _seed():
+    # Every test starts from float32: `experiment.set_up_runtime` sets the process-wide Keras
+    # dtype policy (bfloat16 under mixed_precision=auto on a CPU with bfloat16), and a model a
+    # later test built under it would compute in bfloat16.
+    keras.config.set_dtype_policy("float32")
     keras.utils.set_random_seed(0)
     yield
+    keras.config.set_dtype_policy("float32")
 
 
 def make_tiny_config(**overrides):
