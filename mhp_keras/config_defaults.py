@@ -82,9 +82,10 @@ def base_config() -> ml_collections.ConfigDict:
     # True / False, so the field takes either type.
     c.train.jit_compile = config_dict.FieldReference("auto", field_type=object)
     c.train.deterministic = False
-    # Automatic recovery: when a loss becomes NaN or infinite, or spikes (above the mean of the
-    # last 3 epochs by spike_factor times its size; 0 = off), roll back to the last good epoch,
-    # multiply both learning rates by recovery_lr_factor and go on, at most `recoveries` times.
+    # Automatic recovery: when a loss becomes NaN or infinite, or spikes (above the mean m of the
+    # last 3 epochs by spike_factor * max(|m|, the largest epoch value so far, 1); 0 = off), roll
+    # back to the last good epoch, multiply both learning rates by recovery_lr_factor and go on,
+    # at most `recoveries` times.
     c.train.recoveries = 3
     c.train.recovery_lr_factor = 0.5
     c.train.spike_factor = 10.0

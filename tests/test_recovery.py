@@ -175,6 +175,22 @@ def run_guard(guard, epochs):
     return model
 
 
+def epochs_of(name, values):
+    return [[{name: v}] for v in values]
+
+
+def test_a_normal_rise_of_the_kl_is_no_spike_but_a_blow_up_is():
+    # A 128 px run whose KL woke up after its first epochs (25 at epoch 1): no spike at 18.
+    woke = epochs_of("kl", [25.1, 0.52, 1.86, 2.54, 6.5])
+    assert not run_guard(cb.DivergenceGuard(10.0), woke + [[{"kl": 18.2}]]).stop_training
+    # The reported divergence: 2.3, 5.6, 16, 12, 30, then 402. Limit 19.33 + 10 * 30 = 319.3.
+    reported = epochs_of("kl", [2.3, 5.6, 16.0, 12.0, 30.0])
+    assert not run_guard(cb.DivergenceGuard(10.0), reported + [[{"kl": 319.0}]]).stop_training
+    guard = cb.DivergenceGuard(10.0)
+    assert run_guard(guard, reported + [[{"kl": 402.0}]]).stop_training
+    assert "kl=402 (over 319.333" in guard.diverged
+
+
 def test_the_spike_test_against_the_mean_of_the_last_three_epochs():
     calm = [[{"kl": 10.0, "loss": -100.0}]] * 4
     # limit = 10 + 10 * 10 = 110 for kl; loss limit = -100 + 10 * 100 = 900.
