@@ -45,8 +45,9 @@ class DivergenceGuard(keras.callbacks.TerminateOnNaN):
     `m + spike_factor * max(|m|, peak, 1)` is a spike. The peak keeps a normal rise from being a
     spike: a VAE's KL often starts high, falls near 0 and then climbs tenfold as the posterior
     comes into use (a 128 px run went 25, 0.5, 1.9, 2.5, 6.5, 18), while a divergence leaves
-    every earlier value far behind (the reported one went 2.3 ... 30, then 402). It starts after
-    `warmup_epochs` completed epochs. `spike_factor=0` turns it off.
+    every earlier value far behind (the reported one went 2.3 ... 30, then 402). It starts once
+    three epochs have completed (after a rollback or a resume, three more). `spike_factor=0`
+    turns it off.
 
     `self.diverged` is None, or a message such as "training diverged: loss=nan at epoch 3, step
     17 (global step 97)". The callbacks that write files skip an epoch the guard flagged, so a
@@ -55,11 +56,10 @@ class DivergenceGuard(keras.callbacks.TerminateOnNaN):
 
     HISTORY = 3  # completed epochs in the spike test's reference
 
-    def __init__(self, spike_factor: float = 0.0, monitor=("loss", "kl"), warmup_epochs: int = 2):
+    def __init__(self, spike_factor: float = 0.0, monitor=("loss", "kl")):
         super().__init__()
         self.spike_factor = float(spike_factor)
         self.monitor = tuple(monitor)
-        self.warmup_epochs = int(warmup_epochs)
         self.diverged = None
         self.epoch = 0
         self._global_step = 0
@@ -86,7 +86,7 @@ class DivergenceGuard(keras.callbacks.TerminateOnNaN):
         for name in self.monitor:
             values = [v for _, v in self._history.get(name, [])]
             past = values[-self.HISTORY :]
-            if name not in logs or len(past) < self.HISTORY or self.epoch < self.warmup_epochs:
+            if name not in logs or len(past) < self.HISTORY:
                 continue
             reference = sum(past) / len(past)
             peak = max(abs(v) for v in values)

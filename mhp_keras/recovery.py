@@ -65,9 +65,9 @@ class Recovery:
 
     def save_start(self, model, initial_epoch: int) -> None:
         """Backs up the starting state when there is no backup yet, so a divergence in the first
-        epoch can roll back too."""
+        epoch can roll back too (not needed, so not written, when no recovery is allowed)."""
         path = cb.backup_path(self.backup_dir)
-        if initial_epoch == 0 and not os.path.exists(path):
+        if self.limit > 0 and initial_epoch == 0 and not os.path.exists(path):
             cb.write_backup(model, path, 0)
 
     def roll_back(self, model, guard) -> int:
@@ -76,12 +76,12 @@ class Recovery:
         cause = guard.diverged
         completed = cb.restore_backup(model, self.backup_dir)
         self.records.append({"cause": cause, "resumed_after_epoch": completed})
-        self.records[-1].update(self.learning_rates())
+        rates = self.learning_rates()  # with this recovery counted
+        self.records[-1].update(rates)
         write_json_atomic(self.path, self.records)
         self.apply_learning_rates(model)
         guard.forget_after(completed)
         guard.reset()
-        rates = self.learning_rates()
         logging.warning(
             "Recovery %d of %d: %s. Rolled back to the end of epoch %d and lowered the learning "
             "rates to g_lr=%.3g, d_lr=%.3g (x%g, config.train.recovery_lr_factor).",

@@ -198,7 +198,7 @@ def test_the_spike_test_against_the_mean_of_the_last_three_epochs():
     guard = cb.DivergenceGuard(10.0)
     assert run_guard(guard, calm + [[{"kl": 50.0}, {"kl": 111.0}]]).stop_training
     assert "kl=111 (over 110" in guard.diverged and "epoch 5, step 2" in guard.diverged
-    # Off, and not before the warm-up epochs and three epochs of reference.
+    # Off, and not before three epochs of reference.
     assert not run_guard(cb.DivergenceGuard(0.0), calm + [[{"kl": 1e9}]]).stop_training
     assert not run_guard(cb.DivergenceGuard(10.0), [[{"kl": 1.0}], [{"kl": 500.0}]]).stop_training
     # Values near zero are compared with a scale of at least 1.
