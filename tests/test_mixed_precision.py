@@ -9,14 +9,8 @@ from mhp_keras import losses
 from mhp_keras.experiment import build_and_compile, resolve_precision, set_up_runtime
 
 
-@pytest.fixture
-def restore_policy():
-    yield
-    keras.config.set_dtype_policy("float32")
-
-
 @pytest.mark.parametrize("precision", ["bfloat16", "float16"])
-def test_mixed_precision_trains_with_float32_losses(tiny_config, restore_policy, precision):
+def test_mixed_precision_trains_with_float32_losses(tiny_config, precision):
     config = tiny_config(**{"train.mixed_precision": precision})
     set_up_runtime(config)
     model = build_and_compile(config, tf.distribute.get_strategy())
