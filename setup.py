@@ -39,6 +39,6 @@ setup(
         "test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6"],
     },
     entry_points={
-        "console_scripts": ["mhp-predict=mhp_keras.predict:cli", "mhp-train=train_main:cli"]
+        "console_scripts": ["mhp-predict=mhp_keras.serving.predict:cli", "mhp-train=train_main:cli"]
     },
 )

@@ -94,14 +94,14 @@ def main(argv):
         # Before the minutes of data loading and model building that precede the first write.
         ensure_output_dir("--workdir", workdir)
     if _MODE.value in ("benchmark_classes", "ablation"):
-        from mhp_keras.ablation import MODES
+        from mhp_keras.studies.ablation import MODES
 
         result = MODES[_MODE.value](
             _CONFIG.value, workdir, _SEEDS.value, _STRATEGY.value, _OVERWRITE.value
         )
         print(result["summary"])
         return
-    from mhp_keras.experiment import run
+    from mhp_keras.training.experiment import run
 
     metrics = run(_CONFIG.value, workdir, _MODE.value, _STRATEGY.value, _OVERWRITE.value)
     if "image_auroc" in metrics:

@@ -18,7 +18,7 @@ from benchmarks.modes import Mode
 from benchmarks.steps import TrainRunner, median, memory_dataset, paired_ratio, random_images
 from mhp_keras.data.base import ImageSet
 from mhp_keras.data.pipeline import make_dataset
-from mhp_keras.export import export_saved_model
+from mhp_keras.serving.export import export_saved_model
 
 # -- input pipeline -----------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from benchmarks.modes import MAIN_H, TARGET_H8_OVER_H1, TARGET_PIPELINE
-from mhp_keras.config_defaults import base_config
+from mhp_keras.config.defaults import base_config
 from mhp_keras.io_utils import write_json_atomic, write_text_atomic
 
 

@@ -13,9 +13,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mhp_keras.config_defaults import base_config
-from mhp_keras.experiment import PRECISION_POLICIES, make_optimizers
+from mhp_keras.config.defaults import base_config
 from mhp_keras.models import build_conad
+from mhp_keras.training.experiment import PRECISION_POLICIES, make_optimizers
 
 
 def model_config(

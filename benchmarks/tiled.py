@@ -26,7 +26,7 @@ CHANNELS = 1  # inspection images are mostly grey
 
 
 def tiled_model():
-    from mhp_keras.config_defaults import base_config
+    from mhp_keras.config.defaults import base_config
     from mhp_keras.models import build_conad
 
     config = base_config()
@@ -44,7 +44,7 @@ def surface(side: int, seed: int = 0) -> np.ndarray:
 
 def measure_speed(side: int, repeats: int) -> dict:
     """Median time to score one side x side image, after one warm-up call (the trace)."""
-    from mhp_keras.tiling import tile_count
+    from mhp_keras.scoring.tiling import tile_count
 
     model = tiled_model()
     image = surface(side)

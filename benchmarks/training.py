@@ -23,7 +23,7 @@ from benchmarks.steps import (
     time_steps,
     train_summary,
 )
-from mhp_keras import losses
+from mhp_keras.training import losses
 
 
 def bfloat16_checks(runner: TrainRunner) -> dict:

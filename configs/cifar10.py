@@ -4,7 +4,7 @@ Uses tfds (`data.data_dir`; prepared data or a download). Eight hypotheses as in
 CIFAR-10 table; `--mode=benchmark_classes` runs every class in turn.
 """
 
-from mhp_keras.config_defaults import base_config
+from mhp_keras.config.defaults import base_config
 
 
 def get_config():

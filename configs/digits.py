@@ -3,7 +3,7 @@
 Runs anywhere with no download in well under three minutes on two CPU cores.
 """
 
-from mhp_keras.config_defaults import base_config
+from mhp_keras.config.defaults import base_config
 
 
 def get_config():

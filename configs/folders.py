@@ -6,7 +6,7 @@ Set the folder and the normal class on the command line, for example:
         --config.data.normal_class=good
 """
 
-from mhp_keras.config_defaults import base_config
+from mhp_keras.config.defaults import base_config
 
 
 def get_config():

@@ -3,7 +3,7 @@
 Uses tfds (`data.data_dir`; prepared data or a download); the 28x28 digits are resized to 32x32.
 """
 
-from mhp_keras.config_defaults import base_config
+from mhp_keras.config.defaults import base_config
 
 
 def get_config():

@@ -7,7 +7,7 @@ dataset folder and category on the command line, for example:
         --config.data.category=carpet
 """
 
-from mhp_keras.config_defaults import base_config
+from mhp_keras.config.defaults import base_config
 
 
 def get_config():

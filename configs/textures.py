@@ -5,7 +5,7 @@ reported. Scores aggregate the top 10 % pixels, as in the paper's metal-surface 
 defect covers only a small part of a patch. Sized to run in about five minutes on two CPU cores.
 """
 
-from mhp_keras.config_defaults import base_config
+from mhp_keras.config.defaults import base_config
 
 
 def get_config():

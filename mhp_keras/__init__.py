@@ -2,10 +2,19 @@
 
 `from mhp_keras import ConAD` gives the Keras model class. TensorFlow is imported only when it is
 first asked for, so the command lines can report flag mistakes without that cost.
+
+The package follows the pipeline: `config` (settings) → `data` → `models` (the networks and the
+`ConAD` Keras model) → `training` (the objective and the experiment loop) → `scoring` (the one
+scorer, thresholds, metrics, reports) → `serving` (SavedModel export, `mhp-predict`), plus
+`studies` (class tables, the ablation) and `cli` (the command lines' shared handling).
 """
 
+from mhp_keras import _moved
+
 __version__ = "0.1.0"
-__all__ = ["ConAD", "load_model"]
+__all__ = ["ConAD", "build_conad", "load_model"]
+
+_moved.install()  # old module paths (mhp_keras.export, ...) stay importable
 
 
 def load_model(path: str):
@@ -18,8 +27,8 @@ def load_model(path: str):
 
 
 def __getattr__(name: str):
-    if name == "ConAD":
-        from mhp_keras.models import ConAD
+    if name in ("ConAD", "build_conad"):
+        import mhp_keras.models
 
-        return ConAD
+        return getattr(mhp_keras.models, name)
     raise AttributeError(f"module 'mhp_keras' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Shared by the tests that run `train_main.py` or `mhp_keras.predict` in a subprocess: the
+"""Shared by the tests that run `train_main.py` or `mhp_keras.serving.predict` in a subprocess: the
 commands, their environment and the flags of a model small enough to train in seconds."""
 
 import os
@@ -28,7 +28,7 @@ def train_main_command(*args):
 
 
 def predict_command(*args):
-    return [sys.executable, "-m", "mhp_keras.predict", *args]
+    return [sys.executable, "-m", "mhp_keras.serving.predict", *args]
 
 
 def run(command, timeout=600):

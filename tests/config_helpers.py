@@ -3,7 +3,7 @@ a split read back through the evaluation pipeline."""
 
 import numpy as np
 
-from mhp_keras.config_defaults import base_config
+from mhp_keras.config.defaults import base_config
 from mhp_keras.data.pipeline import dataset_for_split
 
 

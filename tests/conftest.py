@@ -7,7 +7,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
-from mhp_keras.config_defaults import base_config  # noqa: E402
+from mhp_keras.config.defaults import base_config  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

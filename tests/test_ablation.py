@@ -16,9 +16,9 @@ import pytest
 from cli_helpers import run, tiny_flags, train_main_command
 from PIL import Image
 
-from mhp_keras import ablation, class_table
-from mhp_keras.config_defaults import base_config
+from mhp_keras.config.defaults import base_config
 from mhp_keras.errors import ConfigError
+from mhp_keras.studies import ablation, class_table
 
 # -- variant names --------------------------------------------------------------------------------
 

@@ -7,8 +7,8 @@ import tensorflow as tf
 from model_helpers import tiny_conad
 
 import mhp_keras
-from mhp_keras import calibration, metrics
-from mhp_keras.export import write_saved_model
+from mhp_keras.scoring import calibration, metrics
+from mhp_keras.serving.export import write_saved_model
 
 
 def test_normalized_score_is_monotone_and_half_exactly_at_the_threshold():

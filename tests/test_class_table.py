@@ -9,7 +9,7 @@ import subprocess
 import pytest
 from cli_helpers import ENV, ROOT, tiny_flags, train_main_command
 
-from mhp_keras.class_table import summarise, to_markdown
+from mhp_keras.studies.class_table import summarise, to_markdown
 
 
 def test_summary_table_mean_and_std():

@@ -1,10 +1,11 @@
-"""Every user mistake on the command lines of train_main.py (`mhp-train`) and mhp_keras.predict
-(`mhp-predict`) ends in one paragraph `error: ...` naming the flag, key or value, with exit status 2
-and no traceback; absl's own flag errors included (absl alone would exit 1).
+"""Every user mistake on the command lines of train_main.py (`mhp-train`) and
+mhp_keras.serving.predict (`mhp-predict`) ends in one paragraph `error: ...` naming the flag, key or
+value, with exit status 2 and no traceback; absl's own flag errors included (absl alone would
+exit 1).
 
 These mistakes are found before any training or model loading, so each subprocess is short:
-train_main.py reports them before TensorFlow is imported; mhp_keras.predict imports TensorFlow
-at start-up and so takes a few seconds each.
+train_main.py reports them before TensorFlow is imported; mhp_keras.serving.predict imports
+TensorFlow at start-up and so takes a few seconds each.
 """
 
 import errno
@@ -155,7 +156,7 @@ def test_workdir_that_is_a_file(tmp_path):
     assert f"--workdir={blocker} is a file" in train_error(f"--workdir={blocker}")
 
 
-# -- mhp_keras.predict ----------------------------------------------------------------------------
+# -- mhp_keras.serving.predict -------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import pytest
 import tensorflow as tf
 from model_helpers import tiny_conad
 
-from mhp_keras import losses
 from mhp_keras.errors import DataError
 from mhp_keras.models import ConAD
+from mhp_keras.training import losses
 
 
 def tiny(**kwargs):

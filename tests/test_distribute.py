@@ -13,8 +13,8 @@ import time
 import pytest
 from cli_helpers import ENV, ROOT, tiny_flags, train_main_command
 
-from mhp_keras import distribute
 from mhp_keras.errors import ConfigError
+from mhp_keras.training import distribute
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

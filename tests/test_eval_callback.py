@@ -7,8 +7,8 @@ import tensorflow as tf
 
 from mhp_keras.data import load_data
 from mhp_keras.data.pipeline import dataset_for_split
-from mhp_keras.eval_callback import AUROCCallback
 from mhp_keras.models import build_conad
+from mhp_keras.scoring.auroc_callback import AUROCCallback
 
 
 def test_callback_logs_auroc_and_images(tiny_config, tmp_path):
@@ -36,7 +36,7 @@ def test_callback_logs_auroc_and_images(tiny_config, tmp_path):
 
 
 def test_pixel_anchor_matches_the_aggregation():
-    from mhp_keras.reports import pixel_anchor
+    from mhp_keras.scoring.reports import pixel_anchor
 
     assert pixel_anchor(256.0, "sum", 0.1, 256) == 1.0
     assert pixel_anchor(52.0, "topk", 0.1, 256) == 2.0  # ceil(25.6) = 26 pixels

@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from mhp_keras import metrics
 from mhp_keras.data import load_data
-from mhp_keras.evaluation import NO_ANOMALIES, calibrate, collect, compute_metrics
 from mhp_keras.models import build_conad
+from mhp_keras.scoring import metrics
+from mhp_keras.scoring.evaluation import NO_ANOMALIES, calibrate, collect, compute_metrics
 
 
 @pytest.fixture

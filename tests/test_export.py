@@ -13,7 +13,7 @@ from model_helpers import tiny_conad
 
 from mhp_keras.data.pipeline import resize_image
 from mhp_keras.errors import ConfigError, UserError
-from mhp_keras.export import METADATA_FILE, existing_versions, export_saved_model
+from mhp_keras.serving.export import METADATA_FILE, existing_versions, export_saved_model
 
 # Exported and in-process scores are ~100-200 (sums of 256 per-pixel NLLs) and agree to a few
 # float32 ulps (measured max |diff| ~3e-5); the required 1e-4 plus a few ulps of headroom.

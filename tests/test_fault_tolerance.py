@@ -12,7 +12,7 @@ import pytest
 from cli_helpers import ENV, ROOT, tiny_flags, train_main_command
 
 import mhp_keras
-from mhp_keras.callbacks import EPOCH_ATTR
+from mhp_keras.training.callbacks import EPOCH_ATTR
 
 EPOCHS = 40
 ARGS = ["--config.data.batch_size=16", *tiny_flags(epochs=EPOCHS)]

@@ -28,8 +28,8 @@ from mhp_keras.data.image_files import (
     validate_image_files,
 )
 from mhp_keras.data.pipeline import decode_image_file, make_dataset
-from mhp_keras.export import export_saved_model
-from mhp_keras.predict import predict
+from mhp_keras.serving.export import export_saved_model
+from mhp_keras.serving.predict import predict
 
 S = 16  # every file is S x S, and the pipeline's resize to S x S leaves the pixels unchanged
 _Y, _X = np.mgrid[0:S, 0:S]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mhp_keras.config_defaults import base_config
+from mhp_keras.config.defaults import base_config
 from mhp_keras.data.base import ImageSet
 from mhp_keras.data.image_files import (
     UnsupportedImage,

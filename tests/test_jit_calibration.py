@@ -13,12 +13,12 @@ import tensorflow as tf
 from conftest import make_tiny_config
 
 import mhp_keras
-from mhp_keras import jit_calibration
-from mhp_keras.config_defaults import base_config
-from mhp_keras.config_validation import validate_config
+from mhp_keras.config.defaults import base_config
+from mhp_keras.config.validation import validate_config
 from mhp_keras.data import load_data
 from mhp_keras.errors import ConfigError
-from mhp_keras.experiment import build_and_compile, run
+from mhp_keras.training import jit as jit_calibration
+from mhp_keras.training.experiment import build_and_compile, run
 
 DEFAULT_STRATEGY = tf.distribute.get_strategy()
 

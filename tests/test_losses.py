@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mhp_keras import losses
+from mhp_keras.training import losses
 
 
 def _data(b=3, k=4, h=5, w=6, c=2, seed=0):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mhp_keras import metrics
+from mhp_keras.scoring import metrics
 
 # labels [0, 0, 1, 1], scores [0.1, 0.4, 0.35, 0.8]:
 # - AUROC: positive/negative pairs (0.35>0.1), (0.35<0.4), (0.8>0.1), (0.8>0.4) -> 3/4.

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mhp_keras import losses
-from mhp_keras.experiment import build_and_compile, resolve_precision, set_up_runtime
+from mhp_keras.training import losses
+from mhp_keras.training.experiment import build_and_compile, resolve_precision, set_up_runtime
 
 
 @pytest.mark.parametrize("precision", ["bfloat16", "float16"])
@@ -31,7 +31,7 @@ def test_mixed_precision_trains_with_float32_losses(tiny_config, precision):
 
 
 def test_auto_precision_is_bfloat16_only_with_native_support(monkeypatch):
-    from mhp_keras import experiment
+    from mhp_keras.training import experiment
 
     monkeypatch.setattr(experiment, "cpu_has_native_bfloat16", lambda: False)
     assert resolve_precision("auto") == "none"
@@ -54,6 +54,6 @@ def test_auto_precision_is_bfloat16_only_with_native_support(monkeypatch):
     ],
 )
 def test_auto_precision_on_gpus_and_cpus(capability, cpu_bf16, expected):
-    from mhp_keras.experiment import auto_precision
+    from mhp_keras.training.experiment import auto_precision
 
     assert auto_precision(capability, cpu_bf16) == expected

@@ -8,10 +8,10 @@ import sys
 import pytest
 import tensorflow as tf
 
-from mhp_keras.config_defaults import base_config
-from mhp_keras.config_validation import validate_config
+from mhp_keras.config.defaults import base_config
+from mhp_keras.config.model_settings import CONFIG_KEYS, RULES, conad_arguments, config_value
+from mhp_keras.config.validation import validate_config
 from mhp_keras.errors import ConfigError
-from mhp_keras.model_settings import CONFIG_KEYS, RULES, conad_arguments, config_value
 from mhp_keras.models import ConAD, build_conad
 from mhp_keras.models.conad import _multi_worker
 

@@ -15,8 +15,8 @@ from PIL import Image
 
 from mhp_keras.cli import EXIT_PARTIAL
 from mhp_keras.errors import DataError
-from mhp_keras.export import export_saved_model
-from mhp_keras.predict import colourise, predict, report
+from mhp_keras.serving.export import export_saved_model
+from mhp_keras.serving.predict import colourise, predict, report
 
 
 def run_cli(*args):
@@ -307,7 +307,7 @@ def test_threshold_flags_override_the_stored_ones(setup, tmp_path):
 
 
 def test_mask_outline_marks_the_border_only():
-    from mhp_keras.predict import outline
+    from mhp_keras.serving.predict import outline
 
     mask = np.zeros((6, 6), bool)
     mask[1:5, 1:5] = True
@@ -317,7 +317,7 @@ def test_mask_outline_marks_the_border_only():
 
 
 def test_a_tiling_model_maps_every_image_at_its_own_size(setup, tmp_path):
-    from mhp_keras.export import write_saved_model
+    from mhp_keras.serving.export import write_saved_model
 
     model = tiny_conad(seed=1, channels=3, tiling="tile")
     version_dir = write_saved_model(model, str(tmp_path / "tiled" / "1"))

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from cli_helpers import ENV, ROOT
 
-from mhp_keras import callbacks as cb
-from mhp_keras import experiment
-from mhp_keras.config_defaults import base_config
-from mhp_keras.config_validation import validate_config
+from mhp_keras.config.defaults import base_config
+from mhp_keras.config.validation import validate_config
 from mhp_keras.data import load_data
 from mhp_keras.errors import ConfigError
-from mhp_keras.recovery import RECORD_FILE, Recovery
-from mhp_keras.training_health import D_ACC_KEY, HEAD_SHARE_KEY, TrainingHealth
+from mhp_keras.training import callbacks as cb
+from mhp_keras.training import experiment
+from mhp_keras.training.health import D_ACC_KEY, HEAD_SHARE_KEY, TrainingHealth
+from mhp_keras.training.recovery import RECORD_FILE, Recovery
 
 EPOCHS = 5
 BATCH = 16

@@ -11,11 +11,11 @@ import pytest
 from cli_helpers import ENV, ROOT, tiny_flags, train_main_command
 from model_helpers import tiny_conad
 
-from mhp_keras import callbacks as cb
 from mhp_keras.errors import UserError
-from mhp_keras.experiment import prepare_workdir, save_model
 from mhp_keras.io_utils import atomic_path, write_json_atomic
 from mhp_keras.models import ConAD
+from mhp_keras.training import callbacks as cb
+from mhp_keras.training.experiment import prepare_workdir, save_model
 
 
 def tiny_model():

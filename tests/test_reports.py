@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mhp_keras import reports
+from mhp_keras.scoring import reports
 
 
 def _inputs(n=3, k=1, c=1, size=8, seed=0):

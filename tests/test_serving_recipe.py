@@ -23,7 +23,7 @@ from readme_helpers import ROOT, markdown_blocks
 from tensorflow.core.framework.tensor_pb2 import TensorProto
 from test_export import ATOL, RTOL
 
-from mhp_keras.export import OUTPUT_KEYS, write_saved_model
+from mhp_keras.serving.export import OUTPUT_KEYS, write_saved_model
 
 HEADING = "Serving with TF Serving"
 URL = "http://localhost:8501/v1/models/conad:predict"

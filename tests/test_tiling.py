@@ -9,11 +9,11 @@ import pytest
 import tensorflow as tf
 from model_helpers import tiny_conad
 
-from mhp_keras import tiling
-from mhp_keras.config_defaults import base_config
-from mhp_keras.config_validation import validate_config
+from mhp_keras.config.defaults import base_config
+from mhp_keras.config.validation import validate_config
 from mhp_keras.errors import ConfigError
-from mhp_keras.export import METADATA_FILE, write_saved_model
+from mhp_keras.scoring import tiling
+from mhp_keras.serving.export import METADATA_FILE, write_saved_model
 
 ATOL, RTOL = 1e-4, 1e-5
 
@@ -175,7 +175,7 @@ def test_bad_tile_settings_name_the_key(key, value, match):
 
 
 def test_auto_tiling_follows_the_training_crop():
-    from mhp_keras.model_settings import conad_arguments
+    from mhp_keras.config.model_settings import conad_arguments
 
     config = base_config()
     assert conad_arguments(config)["tiling"] == "none"
@@ -206,7 +206,7 @@ def write_surface(path, height, width, seed, defect=None):
 
 @pytest.mark.slow
 def test_train_and_evaluate_on_tiles_at_native_resolution(tmp_path, tiny_config):
-    from mhp_keras.experiment import run
+    from mhp_keras.training.experiment import run
 
     root = tmp_path / "data" / "plate"
     for i in range(8):

@@ -23,7 +23,7 @@ image to image and side to side, as inspection images often have (the part does 
 field of view the same way twice). The frame is normal content, but it is an easy cue for a
 discriminator, which makes this set a test of the adversarial training's balance.
 
-Its own config keys (defaults in `mhp_keras.config_defaults`): data.patch_size, data.train_patches
+Its own config keys (defaults in `mhp_keras.config.defaults`): data.patch_size, data.train_patches
 (train + validation patches), data.test_patches (half of them defective) and data.frame_border.
 """
 

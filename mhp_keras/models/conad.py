@@ -24,13 +24,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mhp_keras import calibration, losses, tiling
-from mhp_keras.config_defaults import base_config
+from mhp_keras.config.defaults import base_config
+from mhp_keras.config.model_settings import DEFAULTS, conad_arguments, first_invalid
 from mhp_keras.errors import DataError
-from mhp_keras.model_settings import DEFAULTS, conad_arguments, first_invalid
 from mhp_keras.models.decoder import build_decoder
 from mhp_keras.models.discriminator import build_discriminator
 from mhp_keras.models.encoder import build_encoder
+from mhp_keras.scoring import calibration, tiling
+from mhp_keras.training import losses
 
 RANDOM_PURPOSES = ("posterior", "prior", "heads")
 LOSS_NAMES = ("loss", "recon", "kl", "g_adv", "d_loss", "d_acc_real", "d_acc_fake")
@@ -67,7 +68,7 @@ def default_optimizers():
 class ConAD(keras.Model):
     """Encoder, H-head decoder and discriminator trained with WTA + KL + adversarial losses.
 
-    Every default equals the experiment config's (`mhp_keras/config_defaults.py`), so
+    Every default equals the experiment config's (`mhp_keras/config/defaults.py`), so
     `ConAD(hypotheses=8)` is the model `--config.model.hypotheses=8` trains. The config key of
     each argument is in brackets.
 
@@ -546,8 +547,8 @@ class ConAD(keras.Model):
         """One float image [H, W, C] in [0, 1] of any size, scored on `image_size` tiles.
 
         The image is scaled by `tile_scale`, cut into tiles `stride` apart (see
-        `mhp_keras.tiling`), each tile is scored as by `analyze`, and the maps and best guesses
-        are stitched back, averaged where tiles overlap, to the image's own size. Returns
+        `mhp_keras.scoring.tiling`), each tile is scored as by `analyze`, and the maps and best
+        guesses are stitched back, averaged where tiles overlap, to the image's own size. Returns
         anomaly_score [] (`score_aggregate` of the stitched map at the tiles' scale),
         anomaly_map [H, W], best_hypothesis [H, W, C] and winner_index [] (the head that won
         the most tiles; for pixel-wise WTA, the most pixels).
@@ -670,7 +671,8 @@ class ConAD(keras.Model):
 
     def set_calibration(self, threshold, pixel_threshold, score_scale) -> None:
         """Stores the image threshold, pixel threshold and score scale (see
-        `mhp_keras.calibration`); they are saved with the model and frozen into its exports."""
+        `mhp_keras.scoring.calibration`); they are saved with the model and frozen into its
+        exports."""
         self.threshold.assign(float(threshold))
         self.pixel_threshold.assign(float(pixel_threshold))
         self.score_scale.assign(float(score_scale))
@@ -718,17 +720,17 @@ class ConAD(keras.Model):
 
     def export(self, filepath, format="tf_saved_model", verbose=True, **kwargs):
         """Keras' `Model.export`: for "tf_saved_model" (the default), the TF Serving SavedModel of
-        `mhp_keras.export` in exactly `filepath`, with its `serving_default` (uint8 images) and
-        `serving_bytes` (encoded images) signatures and the threshold frozen in. Works on a model
+        `mhp_keras.serving.export` in exactly `filepath`, with its `serving_default` (uint8 images)
+        and `serving_bytes` (encoded images) signatures and the threshold frozen in. Works on a model
         that was never called. Other formats go to Keras."""
         if format != "tf_saved_model":
             return super().export(filepath, format=format, verbose=verbose, **kwargs)
         if kwargs:
             raise ValueError(
                 f"ConAD.export got {sorted(kwargs)}: the serving signatures are fixed "
-                "(see mhp_keras.export); no input_signature or other options are taken."
+                "(see mhp_keras.serving.export); no input_signature or other options are taken."
             )
-        from mhp_keras.export import write_saved_model
+        from mhp_keras.serving.export import write_saved_model
 
         path = write_saved_model(self, str(filepath))
         if verbose:

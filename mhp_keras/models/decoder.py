@@ -6,7 +6,7 @@ last, cheap layer is per hypothesis, so adding hypotheses costs almost nothing.
 
 import keras
 
-from mhp_keras.model_settings import DEFAULTS
+from mhp_keras.config.model_settings import DEFAULTS
 from mhp_keras.models.layers import HypothesisHeads
 from mhp_keras.models.shapes import BOTTLENECK, num_stages, stage_filters
 

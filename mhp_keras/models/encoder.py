@@ -2,7 +2,7 @@
 
 import keras
 
-from mhp_keras.model_settings import DEFAULTS
+from mhp_keras.config.model_settings import DEFAULTS
 from mhp_keras.models.blocks import downsampling_stack
 
 

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from mhp_keras.model_settings import DEFAULTS
+from mhp_keras.config.model_settings import DEFAULTS
 
 CHANNEL_LAYOUTS = ("blocked", "interleaved")
 

@@ -4,7 +4,7 @@ All three networks halve or double the resolution between the image and a 4x4 bo
 number of stages and the filters per stage are derived here, once, from the image size.
 """
 
-from mhp_keras.model_settings import SUPPORTED_SIZES
+from mhp_keras.config.model_settings import SUPPORTED_SIZES
 
 BOTTLENECK = 4
 

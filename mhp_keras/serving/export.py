@@ -27,7 +27,7 @@ tiling, the largest image of the request, smaller maps zero-padded at the bottom
 * `anomaly_map` float32 [batch, H, W]: the per-pixel NLL under the winning hypothesis;
 * `is_anomalous` bool [batch]: `anomaly_score >= threshold`;
 * `normalized_score` float32 [batch] in [0, 1], monotone in the score, >= 0.5 exactly when
-  `is_anomalous` (see `mhp_keras.calibration`);
+  `is_anomalous` (see `mhp_keras.scoring.calibration`);
 * `anomaly_mask` bool [batch, H, W]: `anomaly_map >= pixel_threshold`;
 * `best_hypothesis` float32 [batch, H, W, C]: the winning reconstruction in [0, 1];
 * `winner_index` int32 [batch]: the winning head. For pixel-wise WTA (`loss.wta="pixel"`) each
@@ -64,10 +64,10 @@ import re
 import tensorflow as tf
 
 import mhp_keras
-from mhp_keras import calibration
 from mhp_keras.data.pipeline import convert_channels, resize_image
 from mhp_keras.errors import ConfigError, UserError
 from mhp_keras.io_utils import atomic_path, write_json_atomic
+from mhp_keras.scoring import calibration
 
 METADATA_FILE = os.path.join("assets.extra", "mhp_keras.json")
 OUTPUT_KEYS = (

@@ -3,14 +3,15 @@
 The paper's baselines (VAE, VAE-GAN, MHP-WTA-H) and ConAD-H are settings of one model
 (docs/design.md, "The paper's variants"), and its CIFAR-10 table is their image AUROC with each
 class normal in turn, over several seeds: hours of runs. This module runs them one after another
-through `mhp_keras.experiment.run`, each in `<workdir>/<variant>/class_<name>/seed_<s>/`, and
+through `mhp_keras.training.experiment.run`, each in
+`<workdir>/<variant>/class_<name>/seed_<s>/`, and
 keeps a kill cheap:
 
 * a run whose `metrics.json` holds exactly the config it would run is not run again: its metrics
   are reused;
 * a run killed mid-way resumes from its last epoch (experiment.run's backup: same folder, same
   config);
-* the tables (`mhp_keras.class_table`) are rewritten atomically after every finished run.
+* the tables (`mhp_keras.studies.class_table`) are rewritten atomically after every finished run.
 
 `--mode=benchmark_classes` is the same loop with one variant, the config as given, in
 `<workdir>/class_<name>/seed_<s>/`, writing the per-class tables.
@@ -33,9 +34,9 @@ import os
 import re
 import time
 
-from mhp_keras import class_table
 from mhp_keras.data import load_data
 from mhp_keras.errors import ConfigError, UserError
+from mhp_keras.studies import class_table
 
 VARIANT_PATTERNS = "vae, vae-gan, mhp-wta-H, conad-H (H >= 2 hypotheses, e.g. conad-8)"
 _VARIANT = re.compile(r"vae|vae-gan|mhp-wta-(\d+)|conad-(\d+)")
@@ -271,8 +272,8 @@ def run_grid(
     runs came after it), so that a kill loses at most the run in progress."""
     import keras
 
-    from mhp_keras import distribute
-    from mhp_keras.experiment import config_dict, run
+    from mhp_keras.training import distribute
+    from mhp_keras.training.experiment import config_dict, run
 
     # Under multi-worker training every worker takes part in every run; one writes the tables.
     chief = distribute.writes_run_files(strategy)

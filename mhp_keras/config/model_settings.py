@@ -12,7 +12,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Callable, Mapping
 
-from mhp_keras.config_defaults import base_config
+from mhp_keras.config.defaults import base_config
 
 SUPPORTED_SIZES = (16, 32, 64, 128, 256)
 WTA_MODES = ("sample", "pixel")

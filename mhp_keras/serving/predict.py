@@ -1,6 +1,6 @@
 """Scores image files with an exported ConAD SavedModel.
 
-    python -m mhp_keras.predict --saved_model=export/conad --input=images/ --output_dir=out
+    python -m mhp_keras.serving.predict --saved_model=export/conad --input=images/ --output_dir=out
 
 `--saved_model` is a version directory (`export/conad/3`) or a model directory, in which case the
 highest integer version is used. `--input` is one image file or a folder of PNG, JPEG, BMP, GIF,
@@ -25,8 +25,9 @@ the mask's outline in white, `--overlays`). A tiling model's maps have their ima
 `--threshold` and `--pixel_threshold` replace the thresholds stored in the model for this run
 (`is_anomalous`, `normalized_score` and the masks follow them). Heatmaps share one colour scale
 over the whole run, never a per-image min-max, so colours compare across images: the project's
-one rule (`mhp_keras.reports.heatmap_scale`) over all anomaly-map pixels of the run (a subsample
-for large runs), centred on the image threshold, recorded in `OUTPUT_DIR/heatmap_scale.json`.
+one rule (`mhp_keras.scoring.reports.heatmap_scale`) over all anomaly-map pixels of the run (a
+subsample for large runs), centred on the image threshold, recorded in
+`OUTPUT_DIR/heatmap_scale.json`.
 
 Bad files do not stop a batch job: a file that cannot be read or decoded gets a row with its
 error in the `error` column and empty score columns (good rows have an empty `error`), every
@@ -59,7 +60,6 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from mhp_keras.calibration import decisions
 from mhp_keras.cli import EXIT_PARTIAL, ensure_output_dir, run_app
 from mhp_keras.data.image_files import (
     FORMAT_NAMES,
@@ -72,9 +72,10 @@ from mhp_keras.data.image_files import (
 )
 from mhp_keras.data.pipeline import convert_channels
 from mhp_keras.errors import DataError, UserError
-from mhp_keras.export import existing_versions, read_metadata
 from mhp_keras.io_utils import atomic_path, write_json_atomic, write_text_atomic
-from mhp_keras.reports import HEATMAP_CMAP, heatmap_rgb, heatmap_scale
+from mhp_keras.scoring.calibration import decisions
+from mhp_keras.scoring.reports import HEATMAP_CMAP, heatmap_rgb, heatmap_scale
+from mhp_keras.serving.export import existing_versions, read_metadata
 
 SIGNATURE = "serving_bytes"  # encoded files the graph decodes
 PIXELS_SIGNATURE = "serving_default"  # uint8 pixels of files decoded on the host
@@ -136,12 +137,13 @@ def load_signature(version_dir: str):
         raise DataError(
             f"--saved_model={version_dir} could not be loaded as a SavedModel "
             f"({type(e).__name__}: {_short(e)}); expected a directory written by "
-            "mhp_keras.export.export_saved_model."
+            "mhp_keras.serving.export.export_saved_model."
         ) from None
     if SIGNATURE not in loaded.signatures:
         raise DataError(
             f"--saved_model={version_dir} has signatures {sorted(loaded.signatures)} but no "
-            f"'{SIGNATURE}'; expected a ConAD export from mhp_keras.export.export_saved_model."
+            f"'{SIGNATURE}'; expected a ConAD export from "
+            "mhp_keras.serving.export.export_saved_model."
         )
     return loaded, loaded.signatures[SIGNATURE]
 
@@ -332,7 +334,7 @@ def outline(mask: np.ndarray) -> np.ndarray:
 def overlay_png(path: str, amap: np.ndarray, mask: np.ndarray, norm) -> np.ndarray:
     """The image at its own size, greyed, with the heat map blended over it and the mask's
     outline drawn in white: uint8 RGB."""
-    from mhp_keras.reports import overlay
+    from mhp_keras.scoring.reports import overlay
 
     image, _ = decode_on_host(path)
     rgb = convert_channels(tf.constant(image), 3).numpy()
@@ -455,7 +457,8 @@ def predict(
                 "high": float(norm.vmax),
                 "center": float(norm.vcenter) if hasattr(norm, "vcenter") else None,
                 "rule": (
-                    "one colour scale for the run (mhp_keras.reports.heatmap_scale): from a low "
+                    "one colour scale for the run (mhp_keras.scoring.reports.heatmap_scale): "
+                    "from a low "
                     "to a high percentile of all anomaly-map pixels (per-pixel NLL), with the "
                     "pixel value matching the image threshold at the middle of the colour map"
                 ),

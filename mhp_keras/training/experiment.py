@@ -19,18 +19,19 @@ import tensorflow as tf
 from absl import logging
 
 import mhp_keras
-from mhp_keras import callbacks as cb
-from mhp_keras import distribute, jit_calibration
-from mhp_keras.config_validation import validate_config
+from mhp_keras.config.validation import validate_config
 from mhp_keras.data import load_data
 from mhp_keras.data.pipeline import dataset_for_split
 from mhp_keras.errors import UserError
-from mhp_keras.evaluation import calibrate, evaluate, images_only
 from mhp_keras.hardware import cpu_has_native_bfloat16
 from mhp_keras.io_utils import atomic_path, write_json_atomic
 from mhp_keras.models import build_conad
-from mhp_keras.recovery import Recovery
-from mhp_keras.training_health import TrainingHealth
+from mhp_keras.scoring.evaluation import calibrate, evaluate, images_only
+from mhp_keras.training import callbacks as cb
+from mhp_keras.training import distribute
+from mhp_keras.training import jit as jit_calibration
+from mhp_keras.training.health import TrainingHealth
+from mhp_keras.training.recovery import Recovery
 
 MODES = ("train_and_evaluate", "train", "evaluate", "export")
 # Keys that may change between runs in one workdir without making it a different model.
@@ -203,7 +204,7 @@ def training_callbacks(config, workdir: str, data, chief: bool):
             cb.GuardedCSVLogger(os.path.join(workdir, "history.csv"), guard),
         ]
         if config.eval.every_epochs:
-            from mhp_keras.eval_callback import AUROCCallback
+            from mhp_keras.scoring.auroc_callback import AUROCCallback
 
             callbacks.append(AUROCCallback(data, config, os.path.join(workdir, "logs", "eval")))
     return callbacks, guard, health
@@ -313,7 +314,7 @@ def load_trained(workdir: str):
 
 
 def export(model, config, workdir: str) -> str:
-    from mhp_keras.export import export_saved_model
+    from mhp_keras.serving.export import export_saved_model
 
     return export_saved_model(model, os.path.join(workdir, "export"), model_name=config.model_name)
 

@@ -52,7 +52,7 @@ def calibrate(normal_scores, normal_maps, quantile: float, pixel_quantile: float
     """Thresholds from normal validation data: the `quantile` of the scores, the
     `pixel_quantile` of the maps' pixels, and a score scale (the threshold's distance from the
     median normal score, so the median normal image gets normalized_score sigmoid(-1) = 0.27)."""
-    from mhp_keras.metrics import threshold_from_normal
+    from mhp_keras.scoring.metrics import threshold_from_normal
 
     scores = np.asarray(normal_scores, dtype=np.float64).reshape(-1)
     threshold = threshold_from_normal(scores, quantile)

@@ -14,10 +14,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from mhp_keras import metrics as metric_fns
-from mhp_keras.calibration import decisions
 from mhp_keras.data.pipeline import dataset_for_split
 from mhp_keras.io_utils import write_text_atomic
+from mhp_keras.scoring import metrics as metric_fns
+from mhp_keras.scoring.calibration import decisions
 
 
 def _stack_or_list(arrays: list[np.ndarray]):
@@ -58,13 +58,13 @@ def collect(model, images, config) -> dict:
 
 
 def calibrate(model, val_images, config) -> tuple[dict, str]:
-    """The model's decision values from the validation split (see `mhp_keras.calibration`):
+    """The model's decision values from the validation split (see `mhp_keras.scoring.calibration`):
     the image threshold (F1-optimal when the validation images include anomalies, else the
     `eval.threshold_quantile` of the normal scores), the pixel threshold (the
     `eval.pixel_threshold_quantile` of the normal images' map pixels) and the score scale.
     Returns them with a sentence saying where the image threshold came from."""
-    from mhp_keras.calibration import calibrate as from_normal
-    from mhp_keras.calibration import score_scale
+    from mhp_keras.scoring.calibration import calibrate as from_normal
+    from mhp_keras.scoring.calibration import score_scale
 
     if val_images is None or len(val_images) == 0:
         values = {"threshold": np.inf, "pixel_threshold": np.inf, "score_scale": 1.0}
@@ -154,7 +154,7 @@ def scores_csv(result: dict, threshold: float, normalized) -> str:
 
 def write_report(model, images, config, result: dict, threshold: float, report_dir: str) -> list:
     """ROC, score histograms and an example grid of the most and least anomalous test images."""
-    from mhp_keras import reports
+    from mhp_keras.scoring import reports
 
     # Only the examples shown are decoded again, so a large test set is never held in memory.
     chosen = reports.select_examples(result["scores"], 8)

@@ -13,7 +13,7 @@ import math
 
 import tensorflow as tf
 
-from mhp_keras.model_settings import AGGREGATES, WTA_MODES
+from mhp_keras.config.model_settings import AGGREGATES, WTA_MODES
 
 LOG_2PI = math.log(2.0 * math.pi)
 

@@ -1,6 +1,7 @@
 """Results tables of runs with each class normal in turn, shaped like the paper's CIFAR-10 table.
 
-Two tables come out of the same per-run metrics (the runs themselves are `mhp_keras.ablation`'s):
+Two tables come out of the same per-run metrics (the runs themselves are
+`mhp_keras.studies.ablation`'s):
 
 * the per-class table of `--mode=benchmark_classes`: one row per class, the mean and standard
   deviation over seeds of each metric (`classes.csv`, `classes.md`, `classes.json`);

@@ -11,9 +11,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mhp_keras import metrics as metric_fns
-from mhp_keras.evaluation import collect
-from mhp_keras.reports import heatmap_rgb, model_heatmap_scale
+from mhp_keras.scoring import metrics as metric_fns
+from mhp_keras.scoring.evaluation import collect
+from mhp_keras.scoring.reports import heatmap_rgb, model_heatmap_scale
 
 N_IMAGES = 4
 

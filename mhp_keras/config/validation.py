@@ -7,12 +7,12 @@ This is the only place that words errors as `config.` keys. The model's ranges c
 
 from __future__ import annotations
 
+from mhp_keras.config.model_settings import CONFIG_KEYS, RULES, conad_arguments
 from mhp_keras.data.image_files import ON_BAD_FILE
 from mhp_keras.data.pipeline import CROP_MODES
 from mhp_keras.errors import ConfigError
-from mhp_keras.jit_calibration import SETTINGS as JIT_SETTINGS
-from mhp_keras.jit_calibration import is_valid_setting as valid_jit_setting
-from mhp_keras.model_settings import CONFIG_KEYS, RULES, conad_arguments
+from mhp_keras.training.jit import SETTINGS as JIT_SETTINGS
+from mhp_keras.training.jit import is_valid_setting as valid_jit_setting
 
 MIXED_PRECISION = ("auto", "none", "bfloat16", "float16")
 

@@ -16,8 +16,8 @@ import os
 
 from absl import logging
 
-from mhp_keras import callbacks as cb
 from mhp_keras.io_utils import write_json_atomic
+from mhp_keras.training import callbacks as cb
 
 RECORD_FILE = "recoveries.json"
 

@@ -1,0 +1,3 @@
+"""Serving: the TF Serving SavedModel export, and `mhp-predict`, which scores image files with
+it.
+"""
