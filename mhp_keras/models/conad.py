@@ -721,8 +721,8 @@ class ConAD(keras.Model):
     def export(self, filepath, format="tf_saved_model", verbose=True, **kwargs):
         """Keras' `Model.export`: for "tf_saved_model" (the default), the TF Serving SavedModel of
         `mhp_keras.serving.export` in exactly `filepath`, with its `serving_default` (uint8 images)
-        and `serving_bytes` (encoded images) signatures and the threshold frozen in. Works on a model
-        that was never called. Other formats go to Keras."""
+        and `serving_bytes` (encoded images) signatures and the threshold frozen in.
+        Works on a model that was never called. Other formats go to Keras."""
         if format != "tf_saved_model":
             return super().export(filepath, format=format, verbose=verbose, **kwargs)
         if kwargs:
