@@ -1,7 +1,9 @@
 """Atomic file and directory writes: write to a temporary sibling, then rename into place.
 
 A rename within one filesystem is atomic, so a crash or kill at any moment leaves either the old
-good file or the new complete one, never a half-written file under the real name.
+good file or the new complete one, never a half-written file under the real name. What a kill
+does leave is the hidden temporary; its name carries the writer's PID, so the next writer in that
+folder removes the temporaries of writers that are gone (`remove_stale_temporaries`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import errno
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 
@@ -28,7 +31,7 @@ def atomic_path(path: str, suffix: str = "", *, overwrite: bool = True):
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     handle, tmp = tempfile.mkstemp(
-        prefix=f".{os.path.basename(path)}.tmp-", suffix=suffix, dir=parent
+        prefix=temporary_prefix(os.path.basename(path)), suffix=suffix, dir=parent
     )
     os.close(handle)
     os.remove(tmp)  # the writer creates it (some writers refuse an existing file)
@@ -52,6 +55,58 @@ def atomic_path(path: str, suffix: str = "", *, overwrite: bool = True):
         elif os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def temporary_prefix(name: str) -> str:
+    """The hidden name prefix of this process's temporaries for `name`: `.<name>.tmp-<pid>-`."""
+    return f".{name}.tmp-{os.getpid()}-"
+
+
+# A temporary of atomic_path (`.<name>.tmp-<pid>-<random>`), or another hidden scratch folder
+# named `.<kind>-<pid>-<random>` (mhp-predict's `.maps-`); before the PID was added the names had
+# none (`.<name>.tmp-<random>`).
+_TEMPORARY = re.compile(r"^\.(?P<name>.+?)(\.tmp)?-(?:(?P<pid>\d+)-)?[^-]+$")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str, kinds: tuple[str, ...] = ()) -> tuple[list, list]:
+    """Removes the hidden temporaries in `folder` whose writing process is gone.
+
+    A temporary counts if its name is `.<target>.tmp-<pid>-…` (atomic_path) or `.<kind>-<pid>-…`
+    for a scratch `kind` in `kinds`. Those of live processes (a concurrent writer) are kept;
+    those without a PID (written by an older release) cannot be told apart from a live writer's,
+    so they are only reported. Returns (removed paths, reported paths).
+    """
+    removed, reported = [], []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed, reported
+    for name in sorted(names):
+        match = _TEMPORARY.match(name)
+        if not match or not (match.group(2) or match.group("name") in kinds):
+            continue
+        path = os.path.join(folder, name)
+        pid = match.group("pid")
+        if pid is None:
+            reported.append(path)
+        elif not _process_alive(int(pid)):
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+            removed.append(path)
+    return removed, reported
 
 
 def write_text_atomic(path: str, text: str) -> None:

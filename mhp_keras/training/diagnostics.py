@@ -1,0 +1,126 @@
+"""Is ConAD's mechanism working? Three numbers per epoch that say whether D shapes the hypotheses.
+
+The paper's three claims are that several hypotheses fix the autoencoder's blur, that the
+discriminator keeps every hypothesis realistic, and that hypotheses discrimination keeps them
+diverse. Each gets a measurement, logged every epoch into `history.csv`, TensorBoard and
+`metrics.json` by `MechanismDiagnostics`:
+
+* `adv_grad_share`: the norm of the adversarial term's gradient (adv_weight * L_G) over the norm
+  of the WTA NLL's gradient, both on the variables of the generator's last shared layer (the
+  decoder trunk's last layer, which every head reads). Near 0, D does not reach the generator.
+* `head_diversity`: the mean pairwise RMS distance between the heads' means, over the best head's
+  RMS error. Near 0, the heads have collapsed onto one output.
+* `sharpness`: the high-frequency (finite-difference gradient) energy of the best guess over the
+  input's. Below 1 the reconstructions are blurrier than the images.
+
+They are measured on one fixed batch of training images at the end of each epoch: one forward pass
+and two gradients of one layer, a small fraction of an epoch's cost.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+# Guards the ratios against an exactly-zero denominator (a constant image, a perfect head).
+TINY = 1e-12
+NAMES = ("adv_grad_share", "head_diversity", "sharpness")
+
+
+def _rms(x, axes):
+    return tf.sqrt(tf.reduce_mean(tf.square(x), axis=axes))
+
+
+def head_diversity(images, hypotheses, winner):
+    """Mean over images of (mean pairwise RMS distance between heads) / (best head's RMSE).
+
+    images [B, h, w, C], hypotheses [B, K, h, w, C], winner [B] (the best head per image).
+    0 for K = 1.
+    """
+    images = tf.cast(images, tf.float32)
+    hypotheses = tf.cast(hypotheses, tf.float32)
+    k = hypotheses.shape[1]
+    if k is None or k < 2:
+        return tf.constant(0.0)
+    pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+    distances = tf.stack(
+        [_rms(hypotheses[:, i] - hypotheses[:, j], [1, 2, 3]) for i, j in pairs], axis=1
+    )
+    best = tf.gather(hypotheses, tf.cast(winner, tf.int32), axis=1, batch_dims=1)
+    error = _rms(images - best, [1, 2, 3])
+    return tf.reduce_mean(tf.reduce_mean(distances, axis=1) / (error + TINY))
+
+
+def gradient_energy(images):
+    """Sum over each image of its squared horizontal and vertical finite differences, [B]."""
+    images = tf.cast(images, tf.float32)
+    dy = images[:, 1:] - images[:, :-1]
+    dx = images[:, :, 1:] - images[:, :, :-1]
+    return tf.reduce_sum(tf.square(dy), [1, 2, 3]) + tf.reduce_sum(tf.square(dx), [1, 2, 3])
+
+
+def sharpness(images, best):
+    """The batch's high-frequency energy of the best guesses over that of the inputs."""
+    return tf.reduce_sum(gradient_energy(best)) / (tf.reduce_sum(gradient_energy(images)) + TINY)
+
+
+def global_norm(grads) -> tf.Tensor:
+    present = [tf.cast(g, tf.float32) for g in grads if g is not None]
+    return tf.linalg.global_norm(present) if present else tf.constant(0.0)
+
+
+def last_shared_layer(decoder: keras.Model):
+    """The decoder's last layer with weights before the per-hypothesis heads."""
+    layers = [layer for layer in decoder.layers if layer.trainable_weights]
+    heads = decoder.get_layer("hypotheses")
+    return layers[layers.index(heads) - 1]
+
+
+class MechanismDiagnostics(keras.callbacks.Callback):
+    """Adds `adv_grad_share`, `head_diversity` and `sharpness` to every epoch's logs.
+
+    Put it before the loggers (CSVLogger, TensorBoard) in the callback list so that they record
+    the values. `images` is a fixed batch of training images, float [B, h, w, C] in [0, 1].
+    """
+
+    def __init__(self, images):
+        super().__init__()
+        self.images = tf.constant(np.asarray(images, np.float32))
+        self.history: list[dict] = []
+
+    def measure(self) -> dict:
+        model = self.model
+        variables = last_shared_layer(model.decoder).trainable_weights
+        with tf.GradientTape(persistent=True) as tape:
+            out = model.per_sample_losses(self.images, training=False)
+            nll = tf.reduce_mean(out["recon"])
+            adv = model.adv_weight * tf.reduce_mean(out["g_adv"])
+        nll_norm = global_norm(tape.gradient(nll, variables))
+        adv_norm = global_norm(tape.gradient(adv, variables)) if model.adversarial else 0.0
+        del tape
+        scored = model.analyze(self.images)
+        values = {
+            "adv_grad_share": float(adv_norm / (nll_norm + TINY)),
+            "head_diversity": float(
+                head_diversity(self.images, scored["hypotheses"], _image_winner(scored))
+            ),
+            "sharpness": float(sharpness(self.images, scored["best_hypothesis"])),
+        }
+        return values
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = self.measure()
+        self.history.append(values)
+        if logs is not None:
+            logs.update(values)
+
+
+def _image_winner(scored):
+    """One winning head per image: the per-pixel winners' majority for pixel-wise WTA."""
+    winner = scored["winner_index"]
+    if len(winner.shape) == 3:
+        k = scored["hypotheses"].shape[1]
+        votes = tf.reduce_sum(tf.one_hot(winner, k), axis=[1, 2])
+        winner = tf.argmax(votes, axis=1, output_type=tf.int32)
+    return winner

@@ -1,0 +1,106 @@
+"""The mechanism diagnostics against closed forms on constructed heads and images."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from model_helpers import tiny_conad
+
+from mhp_keras.training import diagnostics as dg
+
+
+def _constant_heads(values, size=4):
+    """[1, K, size, size, 1] heads, head k constant at values[k]."""
+    return np.stack([np.full((size, size, 1), v, np.float32) for v in values])[None]
+
+
+def test_head_diversity_is_the_mean_pairwise_distance_over_the_best_heads_error():
+    images = np.zeros((1, 4, 4, 1), np.float32)
+    # Two heads 0.4 apart, the best one 0.1 off the image: 0.4 / 0.1.
+    assert float(dg.head_diversity(images, _constant_heads([0.1, 0.5]), [0])) == pytest.approx(4)
+    # Three heads: pairwise distances 0.2, 0.4, 0.2 (mean 0.8 / 3) over the best's 0.1.
+    three = dg.head_diversity(images, _constant_heads([0.1, 0.3, 0.5]), [0])
+    assert float(three) == pytest.approx((0.8 / 3) / 0.1, rel=1e-5)
+    # The winner's error is the denominator: winner 1 is 0.3 off.
+    assert float(dg.head_diversity(images, _constant_heads([0.1, 0.3, 0.5]), [1])) == (
+        pytest.approx((0.8 / 3) / 0.3, rel=1e-5)
+    )
+
+
+def test_collapsed_heads_and_a_single_head_have_no_diversity():
+    images = np.random.default_rng(0).random((3, 4, 4, 1)).astype(np.float32)
+    same = np.repeat(images[:, None] * 0.9, 4, axis=1)
+    assert float(dg.head_diversity(images, same, [0, 1, 2])) == 0.0
+    assert float(dg.head_diversity(images, same[:, :1], [0, 0, 0])) == 0.0
+
+
+def test_head_diversity_averages_over_images():
+    images = np.zeros((2, 4, 4, 1), np.float32)
+    heads = np.concatenate([_constant_heads([0.1, 0.5]), _constant_heads([0.2, 0.4])])
+    # Image 0: 0.4 / 0.1 = 4; image 1: 0.2 / 0.2 = 1.
+    assert float(dg.head_diversity(images, heads, [0, 0])) == pytest.approx(2.5)
+
+
+def test_gradient_energy_of_a_step_edge():
+    image = np.zeros((1, 4, 4, 1), np.float32)
+    image[:, :, 2:] = 1.0  # one vertical edge of height 1 in each of the 4 rows
+    assert float(dg.gradient_energy(image)[0]) == pytest.approx(4.0)
+    assert float(dg.gradient_energy(np.transpose(image, (0, 2, 1, 3)))[0]) == pytest.approx(4.0)
+
+
+def test_sharpness_compares_the_best_guess_with_the_input():
+    rng = np.random.default_rng(1)
+    images = rng.random((2, 8, 8, 3)).astype(np.float32)
+    assert float(dg.sharpness(images, images)) == pytest.approx(1.0)
+    assert float(dg.sharpness(images, 0.5 * images + 0.2)) == pytest.approx(0.25, rel=1e-5)
+    flat = np.full_like(images, 0.5)
+    assert float(dg.sharpness(images, flat)) == 0.0
+
+
+def test_global_norm_skips_missing_gradients():
+    grads = [tf.constant([3.0]), None, tf.constant([[4.0]])]
+    assert float(dg.global_norm(grads)) == pytest.approx(5.0)
+    assert float(dg.global_norm([None])) == 0.0
+
+
+def test_the_last_shared_layer_feeds_the_heads():
+    model = tiny_conad(seed=0)
+    layer = dg.last_shared_layer(model.decoder)
+    assert layer.name == "deconv_0"
+    assert layer.output.shape == model.decoder.get_layer("hypotheses").input.shape
+
+
+def _direct_share(model, images):
+    """adv_grad_share computed independently: two separate tapes."""
+    variables = dg.last_shared_layer(model.decoder).trainable_weights
+    norms = []
+    for term in ("recon", "g_adv"):
+        with tf.GradientTape() as tape:
+            out = model.per_sample_losses(images, training=False)
+            weight = 1.0 if term == "recon" else model.adv_weight
+            loss = weight * tf.reduce_mean(out[term])
+        grads = tape.gradient(loss, variables)
+        norms.append(np.sqrt(sum(float(tf.reduce_sum(g**2)) for g in grads)))
+    return norms[1] / norms[0]
+
+
+def test_the_callback_logs_all_three_each_epoch():
+    images = np.random.default_rng(2).random((16, 16, 16, 1)).astype(np.float32)
+    model = tiny_conad(seed=0, adv_weight=0.1)
+    callback = dg.MechanismDiagnostics(images[:8])
+    history = model.fit(images, epochs=2, batch_size=8, verbose=0, callbacks=[callback])
+    for name in dg.NAMES:
+        assert len(history.history[name]) == 2
+        assert np.isfinite(history.history[name]).all()
+    assert history.history["adv_grad_share"][-1] > 0
+    assert callback.measure()["adv_grad_share"] == pytest.approx(
+        _direct_share(model, tf.constant(images[:8])), rel=1e-4
+    )
+
+
+def test_without_a_discriminator_the_share_is_zero():
+    images = np.random.default_rng(3).random((8, 16, 16, 1)).astype(np.float32)
+    model = tiny_conad(seed=0, adv_weight=0.0)
+    model.fit(images, epochs=1, batch_size=8, verbose=0)
+    callback = dg.MechanismDiagnostics(images)
+    callback.set_model(model)
+    assert callback.measure()["adv_grad_share"] == 0.0
