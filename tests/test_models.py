@@ -88,9 +88,9 @@ def test_layers_serialise():
     clone = HypothesisHeads.from_config(heads.get_config())
     assert clone.get_config() == heads.get_config()
     restored = keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(MinibatchStdDev())
+        keras.saving.serialize_keras_object(MinibatchStdDev(group_size=3))
     )
-    assert isinstance(restored, MinibatchStdDev)
+    assert isinstance(restored, MinibatchStdDev) and restored.group_size == 3
 
 
 def test_minibatch_std_channel():
@@ -98,6 +98,21 @@ def test_minibatch_std_channel():
     out = MinibatchStdDev()(x).numpy()
     expected = np.sqrt(x.var(axis=0) + 1e-8).mean()
     np.testing.assert_allclose(out[..., -1], expected, rtol=1e-5)
+    np.testing.assert_array_equal(out[..., :2], x)
+
+
+
+def test_group_std_is_computed_within_each_group():
+    # Two groups of three: the first three identical images (collapsed hypotheses), then three
+    # different ones; each image carries its own group's statistic.
+    rng = np.random.default_rng(4)
+    same = np.repeat(rng.normal(size=(1, 4, 4, 2)), 3, axis=0)
+    varied = rng.normal(size=(3, 4, 4, 2))
+    x = np.concatenate([same, varied]).astype("float32")
+    out = MinibatchStdDev(group_size=3)(x).numpy()
+    np.testing.assert_allclose(out[:3, ..., -1], np.sqrt(1e-8), rtol=1e-3)
+    expected = np.sqrt(varied.var(axis=0) + 1e-8).mean()
+    np.testing.assert_allclose(out[3:, ..., -1], expected, rtol=1e-5)
     np.testing.assert_array_equal(out[..., :2], x)
 
 

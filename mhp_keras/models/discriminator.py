@@ -14,8 +14,13 @@ def build_discriminator(
     base_filters=DEFAULTS["disc_base_filters"],
     max_filters=DEFAULTS["max_filters"],
     minibatch_std=DEFAULTS["minibatch_std"],
+    group_size=0,
 ) -> keras.Model:
     """Stride-2 convolutions to 4x4, the minibatch stddev channel, one more conv, a dense logit.
+
+    `group_size=K` computes the stddev channel within each K consecutive images instead of over the
+    whole batch: hypotheses discrimination, where D sees one input's K hypotheses as one group
+    (see `MinibatchStdDev`).
 
     No batch normalisation: each call sees a batch from one source only, and batch statistics
     would let the discriminator tell sources apart by normalisation instead of by content.
@@ -24,7 +29,7 @@ def build_discriminator(
     h = downsampling_stack(image, image_size, base_filters, max_filters)
     stages = num_stages(image_size)
     if minibatch_std:
-        h = MinibatchStdDev(name="minibatch_std")(h)
+        h = MinibatchStdDev(group_size, name="minibatch_std")(h)
     h = keras.layers.Conv2D(
         stage_filters(stages - 1, base_filters, max_filters), 3, padding="same", name="conv_top"
     )(h)

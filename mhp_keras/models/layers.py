@@ -202,21 +202,36 @@ class HypothesisHeads(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="mhp_keras")
 class MinibatchStdDev(keras.layers.Layer):
-    """Appends the batch's mean feature standard deviation as one constant channel.
+    """Appends the mean feature standard deviation of a group of images as one constant channel.
 
-    The discriminator sees each source (real, prior samples, posterior samples, best guesses) as its
-    own batch, so this channel tells it how varied that batch is. Heads that collapse onto each
-    other produce too little variety and are penalised: the "hypotheses discrimination" of ConAD.
+    With `group_size=0` the group is the whole batch (Karras et al.'s minibatch stddev): the
+    discriminator sees each source as its own batch, so the channel tells it how varied that
+    batch is. With `group_size=K` every K consecutive images form a group with its own statistic:
+    the paper's *hypotheses discrimination* (ConAD §4.2, after Salimans et al.'s minibatch
+    discrimination), where a fake group holds the K hypotheses decoded for one input and a real
+    group K real images, so hypotheses that agree with each other look fake. The batch must then
+    be a multiple of K.
     """
 
+    def __init__(self, group_size: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.group_size = int(group_size)
+
     def call(self, features):
-        std = ops.sqrt(ops.var(features, axis=0) + 1e-8)  # [h, w, c]
-        stat = ops.mean(std)
         shape = ops.shape(features)
-        channel = ops.ones((shape[0], shape[1], shape[2], 1), dtype=features.dtype) * ops.cast(
-            stat, features.dtype
-        )
+        if self.group_size > 0:
+            grouped = ops.reshape(features, (-1, self.group_size, shape[1], shape[2], shape[3]))
+            std = ops.sqrt(ops.var(grouped, axis=1) + 1e-8)  # [groups, h, w, c]
+            stat = ops.repeat(ops.mean(std, axis=(1, 2, 3)), self.group_size, axis=0)  # [B]
+        else:
+            std = ops.sqrt(ops.var(features, axis=0) + 1e-8)  # [h, w, c]
+            stat = ops.ones((shape[0],), dtype=features.dtype) * ops.mean(std)
+        stat = ops.cast(stat, features.dtype)[:, None, None, None]
+        channel = ops.ones((shape[0], shape[1], shape[2], 1), dtype=features.dtype) * stat
         return ops.concatenate([features, channel], axis=-1)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], input_shape[-1] + 1)
+
+    def get_config(self):
+        return super().get_config() | {"group_size": self.group_size}
