@@ -20,7 +20,7 @@ setup(
         "tensorflow==2.21.*",
         # The tested minor: the multi-worker log workaround in ConAD._update_metrics depends on
         # how this Keras reduces logs (tests/test_model_settings.py checks the flag it reads).
-        "keras>=3.15,<3.16",
+        "keras>=3.15,<4",  # 3.15.1, the newest published, is tested; nothing private relied on
         "tensorboard>=2.21",
         "tensorflow-datasets>=4.9",
         "importlib_resources",  # tfds needs it to download and prepare data
@@ -29,6 +29,9 @@ setup(
         "scikit-learn>=1.4",
         "scikit-image>=0.22",
         "pillow>=10",
+        "tifffile>=2023.1",  # 16-bit colour TIFF, which Pillow reads as 8 bit (data/image_files.py)
+        # tifffile's codecs for compressed (LZW, JPEG, ...) 16-bit colour TIFF, as Pillow read them.
+        "imagecodecs>=2024.1",
         "h5py>=3.10",
         "absl-py>=2.1",
         "ml_collections>=0.1.1",

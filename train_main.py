@@ -1,13 +1,14 @@
 """Command-line entry point: train, evaluate and export a ConAD model from an ml_collections config.
 
     python train_main.py --config=configs/digits.py --workdir=runs/digits \\
-        [--config.model.hypotheses=8 ...] [--mode=train_and_evaluate|train|evaluate|export]
+        [--config.model.hypotheses=8 ...] [--mode=...]
 
-Installed as `mhp-train`. User mistakes (bad flags, config files, keys or values, folders) are
-printed as one paragraph, without a traceback, and exit with status 2 (see mhp_keras/cli.py).
+Installed as `mhp-train`. The modes are described in mhp_keras/training/modes.py (and in
+docs/configuration.md#modes). User mistakes (bad flags, config files, keys or values, folders) are
+printed as one paragraph, without a traceback, and exit with status 2 (see mhp_keras/cli/).
 TensorFlow is imported only once the flags are checked, so such mistakes are reported at once.
 A run prints its epoch lines and RESULT line; `--verbosity=0` (`-v 0`) or higher adds our INFO
-lines and TensorFlow's own logs (see mhp_keras/cli.py).
+lines and TensorFlow's own logs (see mhp_keras/cli/).
 """
 
 import math
@@ -18,10 +19,9 @@ from ml_collections import config_flags
 
 # Imported before TensorFlow: it quiets TensorFlow's logs unless --verbosity is given.
 from mhp_keras.cli import define_config_file, ensure_output_dir, run_app
+from mhp_keras.training import modes
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# Modes that write into --workdir; the others only read a finished run from it.
-WRITING_MODES = ("train_and_evaluate", "train", "benchmark_classes", "ablation")
 
 _CONFIG = define_config_file(
     "config", os.path.join(HERE, "configs", "digits.py"), "Experiment config file (configs/*.py)."
@@ -31,13 +31,7 @@ _WORKDIR = flags.DEFINE_string(
     None,
     "Directory for checkpoints, logs, metrics and exports (default: runs/<config>).",
 )
-_MODE = flags.DEFINE_enum(
-    "mode",
-    "train_and_evaluate",
-    ["train_and_evaluate", "train", "evaluate", "export", "benchmark_classes", "ablation"],
-    "What to run. benchmark_classes: every class normal in turn (eval.classes), --seeds each; "
-    "ablation: that for each model variant of eval.variants (vae, vae-gan, mhp-wta-H, conad-H).",
-)
+_MODE = flags.DEFINE_enum("mode", modes.DEFAULT, list(modes.MODES), modes.flag_help())
 _STRATEGY = flags.DEFINE_enum(
     "strategy", "default", ["default", "mirrored", "multi_worker"], "tf.distribute strategy."
 )
@@ -45,7 +39,12 @@ _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Discard a run with a different config in --workdir instead of refusing."
 )
 _SEEDS = flags.DEFINE_integer(
-    "seeds", 1, "Seeds per class for --mode=benchmark_classes and --mode=ablation.", lower_bound=1
+    "seeds",
+    1,
+    "Seeds per class for "
+    + " and ".join(f"--mode={name}" for name, mode in modes.MODES.items() if mode.study)
+    + ".",
+    lower_bound=1,
 )
 
 
@@ -90,19 +89,20 @@ def summary_line(metrics: dict) -> str:
 def main(argv):
     del argv  # positional arguments are refused while the flags are parsed
     workdir = _WORKDIR.value or default_workdir()
-    if _MODE.value in WRITING_MODES:
+    mode = modes.MODES[_MODE.value]
+    if mode.creates_workdir:
         # Before the minutes of data loading and model building that precede the first write.
         ensure_output_dir("--workdir", workdir)
-    if _MODE.value in ("benchmark_classes", "ablation"):
-        from mhp_keras.studies.ablation import MODES
+    run = modes.load_runner(_MODE.value)
+    if mode.study:
+        # One study per workdir at a time (each of its runs also locks its own folder).
+        from mhp_keras.training.distribute import writes_run_files
+        from mhp_keras.training.workdir_lock import workdir_lock
 
-        result = MODES[_MODE.value](
-            _CONFIG.value, workdir, _SEEDS.value, _STRATEGY.value, _OVERWRITE.value
-        )
+        with workdir_lock(workdir, _MODE.value, enabled=writes_run_files(_STRATEGY.value)):
+            result = run(_CONFIG.value, workdir, _SEEDS.value, _STRATEGY.value, _OVERWRITE.value)
         print(result["summary"])
         return
-    from mhp_keras.training.experiment import run
-
     metrics = run(_CONFIG.value, workdir, _MODE.value, _STRATEGY.value, _OVERWRITE.value)
     if "image_auroc" in metrics:
         print(summary_line(metrics) + f" workdir={workdir}")

@@ -1,9 +1,13 @@
 """Your own labelled images: data.root/{train,test}/<class>/*.png|jpg|jpeg|bmp, one class normal.
 
-Set the folder and the normal class on the command line, for example:
+Set the folder (required: it holds train/<class>/ and test/<class>/) and the normal class (a class
+folder name, "good" unless given) on the command line, for example:
 
     python train_main.py --config=configs/folders.py --config.data.root=/data/parts \
         --config.data.normal_class=good
+
+An unreadable image file stops loading with its path named; `--config.data.on_bad_file=skip` logs
+and leaves such files out instead.
 """
 
 from mhp_keras.config.defaults import base_config
@@ -12,13 +16,8 @@ from mhp_keras.config.defaults import base_config
 def get_config():
     c = base_config()
     c.data.name = "folders"
-    c.data.root = ""  # required: holds train/<class>/ and test/<class>/
-    c.data.normal_class = "good"  # a class folder name
+    c.data.normal_class = "good"
     c.data.image_size = 64
     c.data.channels = 3
-    c.data.batch_size = 32
-    c.data.on_bad_file = "error"  # or "skip" to log and leave out unreadable files
-    c.model.hypotheses = 4
     c.model.latent_dim = 32
-    c.train.epochs = 50
     return c

@@ -1,7 +1,8 @@
 """The speed benchmark (`benchmarks.speed`) end to end in its test-only "smoke" mode: every
 measurement runs once, at tiny sizes, and the report has every key. No test looks at a time: on a
 shared CI machine they mean nothing. About 25 s on 2 idle cores (building and tracing five small
-models dominates), so it is not marked slow."""
+models dominates), so it is marked slow, like the other tests over about 10 s (the quick loop is
+`pytest -m "not slow"`)."""
 
 import json
 import math
@@ -125,6 +126,7 @@ def smoke(tmp_path_factory):
     return out, results
 
 
+@pytest.mark.slow
 def test_json_has_every_key(smoke):
     out, results = smoke
     with open(out / "benchmark.json") as f:
@@ -148,6 +150,7 @@ def test_json_has_every_key(smoke):
         assert entry["train_step"] > entry["forward"] > 0
 
 
+@pytest.mark.slow
 def test_measurements_are_sane(smoke):
     _, results = smoke
     for value in (
@@ -179,6 +182,7 @@ def test_measurements_are_sane(smoke):
     assert keras.config.dtype_policy().name == "float32"
 
 
+@pytest.mark.slow
 def test_markdown_table(smoke):
     out, _ = smoke
     text = (out / "benchmark.md").read_text()

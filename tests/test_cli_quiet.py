@@ -1,5 +1,5 @@
 """A normal command-line run prints its own lines only: no TensorFlow start-up, optimizer or
-SavedModel logs, and none of our INFO lines; `--verbosity` brings them back (mhp_keras/cli.py).
+SavedModel logs, and none of our INFO lines; `--verbosity` brings them back (cli/quiet.py).
 
 The runs use cli_helpers' environment, which sets TF_CPP_MIN_LOG_LEVEL=2: the command line
 decides TensorFlow's level, whatever the environment says.
@@ -8,12 +8,13 @@ decides TensorFlow's level, whatever the environment says.
 import re
 import sys
 
+import pytest
 from cli_helpers import run, tiny_flags, train_main_command
 
 from mhp_keras.cli import _without_start_up_logs, tensorflow_cpp_level
 
 # What TensorFlow's logs look like: absl's C++ and Python log prefixes ("I0000 00:00:17...",
-# "W1129 14:35:05...") and the lines seen on stderr of a run before cli.py quieted them.
+# "W1129 14:35:05...") and the lines seen on stderr of a run before mhp_keras.cli quieted them.
 TF_LOG = re.compile(
     r"^[IWE]\d{4} |WARNING: All log messages before absl|oneDNN custom operations"
     r"|Sharding callback",
@@ -38,12 +39,14 @@ def train(tmp_path, *flags):
     return result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_a_normal_run_prints_no_tensorflow_logs(tmp_path):
     output = train(tmp_path)
     assert not TF_LOG.search(output), output[-3000:]
     assert output.strip().splitlines()[-1].startswith("RESULT ")  # and nothing else here
 
 
+@pytest.mark.slow
 def test_verbosity_brings_tensorflow_logs_back(tmp_path):
     output = train(tmp_path, "--verbosity=0")
     assert re.search(r"^I\d{4} .*Sharding callback", output, re.M), output[-3000:]

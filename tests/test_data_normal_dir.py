@@ -228,6 +228,7 @@ def test_a_bad_mask_is_skipped_with_its_image(folders):
     assert data.test.ids[6:] == ["anomalous/a0.png", "anomalous/a2.jpg"]
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_with_normal_images_only(tmp_path):
     rng = np.random.default_rng(0)
     os.makedirs(tmp_path / "good")

@@ -53,6 +53,9 @@ def test_sigkill_then_resume(tmp_path):
 
     second = subprocess.run(command, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
+    # The killed run's workdir lock was stale: taken over, with a message, and released at the end.
+    assert f"stale lock {workdir / '.lock'}" in second.stderr
+    assert not (workdir / ".lock").exists()
     metrics = json.loads((workdir / "metrics.json").read_text())
     # Resumed exactly after the last completed epoch: none lost, none repeated.
     assert metrics["epochs"]["first"] == saved_epoch

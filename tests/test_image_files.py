@@ -165,10 +165,11 @@ def test_which_files_need_the_host_decoder(tmp_path):
 
 
 @pytest.mark.parametrize("byteorder", ["<", ">"])
-@pytest.mark.parametrize("compression", [None, "zlib"])
+@pytest.mark.parametrize("compression", [None, "zlib", "lzw"])
 def test_16_bit_colour_tiff_keeps_every_bit(tmp_path, byteorder, compression):
-    """Pillow alone reads 16-bit colour TIFFs as 8 bit; decode_on_host recovers the low bytes,
-    for uncompressed (Pillow's raw decoder) and compressed (libtiff) files alike."""
+    """Pillow alone reads 16-bit colour TIFFs as 8 bit; decode_on_host reads them with tifffile,
+    uncompressed, deflate- and LZW-compressed (with the horizontal predictor) alike; LZW through
+    imagecodecs, an install requirement."""
     tifffile = pytest.importorskip("tifffile")  # Pillow cannot write 16-bit colour TIFFs
     pixels = np.random.default_rng(0).integers(0, 65536, (9, 11, 4), dtype=np.uint16)
     path = str(tmp_path / "wide.tif")
@@ -185,6 +186,39 @@ def test_16_bit_colour_tiff_keeps_every_bit(tmp_path, byteorder, compression):
     decoded, frames = decode_on_host(path)
     np.testing.assert_array_equal(np.round(decoded * 65535).astype(np.uint16), pixels)
     assert decoded.dtype == np.float32 and frames == 1
+
+
+def test_planar_16_bit_colour_tiff_keeps_every_bit(tmp_path):
+    """One plane per sample (PlanarConfiguration 2), which Pillow reads wrongly even at 8 bit."""
+    tifffile = pytest.importorskip("tifffile")
+    pixels = np.random.default_rng(1).integers(0, 65536, (7, 5, 3), dtype=np.uint16)
+    path = str(tmp_path / "planar.tif")
+    tifffile.imwrite(path, pixels.transpose(2, 0, 1), photometric="rgb", planarconfig="separate")
+    decoded, _ = decode_on_host(path)
+    np.testing.assert_array_equal(np.round(decoded * 65535).astype(np.uint16), pixels)
+
+
+def test_16_bit_colour_tiff_tifffile_cannot_decode_names_the_missing_codec(tmp_path):
+    """A compression tifffile needs imagecodecs for (here LZW: a deflate file relabelled, since
+    tifffile cannot write LZW without it either) is a problem of the file, not a traceback."""
+    tifffile = pytest.importorskip("tifffile")
+    try:
+        import imagecodecs  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("imagecodecs is installed: tifffile decodes LZW")
+    path = str(tmp_path / "lzw.tif")
+    pixels = np.zeros((4, 4, 3), dtype=np.uint16)
+    tifffile.imwrite(path, pixels, photometric="rgb", compression="zlib", byteorder="<")
+    with tifffile.TiffFile(path) as tiff:
+        offset = tiff.pages[0].tags["Compression"].offset
+    with open(path, "r+b") as f:
+        f.seek(offset + 8)  # the tag's value field: 2-byte tag, 2-byte type, 4-byte count
+        f.write((5).to_bytes(2, "little"))
+    with pytest.raises(UnsupportedImage, match="16-bit colour TIFF.*pip install imagecodecs"):
+        decode_on_host(path)
+    assert "tifffile cannot decode" in image_problem(path)
 
 
 def test_images_without_a_fixed_range_are_unsupported(tmp_path):

@@ -1,5 +1,6 @@
 """The numerical core against numpy closed forms: NLL, KL, WTA weights, maps and aggregation."""
 
+import inspect
 import math
 
 import numpy as np
@@ -121,13 +122,13 @@ def test_topk_aggregation_matches_numpy(fraction):
 def test_sum_and_mean_aggregation():
     amap = np.random.default_rng(6).random((3, 4, 4)).astype(np.float32)
     np.testing.assert_allclose(
-        losses.aggregate_map(amap, "sum").numpy(), amap.sum((1, 2)), rtol=1e-5
+        losses.aggregate_map(amap, "sum", 0.1).numpy(), amap.sum((1, 2)), rtol=1e-5
     )
     np.testing.assert_allclose(
-        losses.aggregate_map(amap, "mean").numpy(), amap.mean((1, 2)), rtol=1e-5
+        losses.aggregate_map(amap, "mean", 0.1).numpy(), amap.mean((1, 2)), rtol=1e-5
     )
     with pytest.raises(ValueError, match="method='median'"):
-        losses.aggregate_map(amap, "median")
+        losses.aggregate_map(amap, "median", 0.1)
 
 
 def test_smooth_map_matches_scipy_gaussian_filter():
@@ -157,3 +158,18 @@ def test_posterior_log_variance_is_bounded_smoothly():
     # So the KL stays finite where an unbounded exp() would overflow.
     kl = losses.kl_to_standard_normal(np.zeros((1, 7), np.float32), got[None]).numpy()
     assert np.isfinite(kl).all()
+
+
+def test_settings_the_config_owns_have_no_restated_defaults():
+    # The WTA mode, eps and the score aggregation come from the config (loss.*, score.*) only.
+    for fn, names in [
+        (losses.winner_mask, ("mode", "eps")),
+        (losses.wta_loss, ("mode", "eps")),
+        (losses.winner_index, ("mode",)),
+        (losses.anomaly_map, ("mode",)),
+        (losses.best_hypothesis, ("mode",)),
+        (losses.aggregate_map, ("method", "topk_fraction")),
+    ]:
+        parameters = inspect.signature(fn).parameters
+        for name in names:
+            assert parameters[name].default is inspect.Parameter.empty, (fn.__name__, name)

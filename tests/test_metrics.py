@@ -1,6 +1,7 @@
 """Checks every metric against hand-worked tiny cases and against brute-force references."""
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -69,6 +70,40 @@ def test_auroc_matches_brute_force_pair_count():
         scores = np.round(rng.normal(size=60) + labels, 1)  # rounding makes ties
         got = metrics.image_metrics(labels, scores)["image_auroc"]
         assert got == pytest.approx(_pair_count_auroc(labels, scores))
+
+
+def _brute_force_f1(labels, scores):
+    """(best F1, the highest threshold reaching it) over every observed score, F1 exact."""
+    labels = np.asarray(labels, dtype=bool)
+    best = None
+    for t in np.unique(scores)[::-1]:  # descending: a later equal F1 does not replace it
+        predicted = np.asarray(scores) >= t
+        f1 = Fraction(2 * int(np.sum(predicted & labels)), int(predicted.sum() + labels.sum()))
+        if best is None or f1 > best[0]:
+            best = (f1, float(t))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_f1_threshold_matches_brute_force_search(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 80))
+    labels = rng.integers(0, 2, n)
+    labels[0] = 1
+    # Few distinct scores: many tied scores and many tied F1 values between thresholds.
+    scores = rng.integers(0, 6, n) / 4 + 0.5 * labels * rng.random()
+    f1, threshold = _brute_force_f1(labels, scores)
+    out = metrics.image_metrics(labels, scores)
+    assert out["f1_threshold"] == threshold
+    assert out["f1_max"] == pytest.approx(float(f1), rel=1e-12)
+
+
+def test_f1_tie_between_thresholds_keeps_the_highest():
+    # labels [1, 0, 0, 1], scores [0.9, 0.5, 0.4, 0.1]: F1 = 2TP/(predicted+positives) is 2/3 at
+    # 0.9, 2/4 at 0.5, 2/5 at 0.4 and 4/6 = 2/3 at 0.1: an exact tie, won by the higher 0.9 (as
+    # floats from precision and recall, 2PR/(P+R), the two need not be equal).
+    out = metrics.image_metrics([1, 0, 0, 1], [0.9, 0.5, 0.4, 0.1])
+    assert out["f1_threshold"] == 0.9 and out["f1_max"] == pytest.approx(2 / 3)
 
 
 def test_classification_at_threshold_hand_case():

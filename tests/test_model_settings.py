@@ -2,18 +2,15 @@
 ValueErrors (worded with its arguments) and the config's ConfigErrors (worded with its keys)."""
 
 import inspect
-import subprocess
-import sys
 
 import pytest
-import tensorflow as tf
 
 from mhp_keras.config.defaults import base_config
 from mhp_keras.config.model_settings import CONFIG_KEYS, RULES, conad_arguments, config_value
 from mhp_keras.config.validation import validate_config
 from mhp_keras.errors import ConfigError
 from mhp_keras.models import ConAD, build_conad
-from mhp_keras.models.conad import _multi_worker
+from mhp_keras.models.conad import SUB_MODELS
 
 
 def test_conad_defaults_equal_the_config_defaults():
@@ -24,9 +21,11 @@ def test_conad_defaults_equal_the_config_defaults():
         assert signature[arg].default == arguments[arg], arg
         if arg != "tiling":  # the config's "auto" resolves to the model's "none" here
             assert arguments[arg] == config_value(config, key), arg
-    # And the other way round: every ConAD argument but the saved-layout switch has a key.
+    # And the other way round: every ConAD argument but the saved-layout switch and the given
+    # sub-models has a key.
     args = {n for n, p in signature.items() if p.default is not inspect.Parameter.empty}
-    assert args - set(CONFIG_KEYS) == {"head_channel_layout"}
+    assert args - set(CONFIG_KEYS) == {"head_channel_layout", *SUB_MODELS}
+    assert all(signature[name].default is None for name in SUB_MODELS)
 
 
 def test_build_conad_passes_every_key_and_get_config_mirrors_init():
@@ -87,23 +86,3 @@ def test_config_validation_names_the_config_key(arg):
     config[section][name] = BAD_VALUES[arg]
     with pytest.raises(ConfigError, match=f"config.{key}={BAD_VALUES[arg]!r}: expected"):
         validate_config(config)
-
-
-MULTI_WORKER_CHECK = """
-import tensorflow as tf
-from mhp_keras.models.conad import _multi_worker
-strategy = tf.distribute.MultiWorkerMirroredStrategy()
-print(strategy.extended._in_multi_worker_mode(), _multi_worker(strategy))
-"""
-
-
-def test_public_multi_worker_check_agrees_with_keras_private_one():
-    # Keras reduces logs across workers when the private `_in_multi_worker_mode()` is true; the
-    # public check must agree. If TF drops the private method, this fails loudly. A process of
-    # its own: a MultiWorkerMirroredStrategy configures collectives for the whole process.
-    assert _multi_worker(tf.distribute.get_strategy()) is False
-    result = subprocess.run(
-        [sys.executable, "-c", MULTI_WORKER_CHECK], capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split()[-2:] == ["False", "False"]

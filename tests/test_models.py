@@ -101,7 +101,6 @@ def test_minibatch_std_channel():
     np.testing.assert_array_equal(out[..., :2], x)
 
 
-
 def test_group_std_is_computed_within_each_group():
     # Two groups of three: the first three identical images (collapsed hypotheses), then three
     # different ones; each image carries its own group's statistic.

@@ -1,4 +1,4 @@
-"""The README's "Use it from Python" example runs as written, so it cannot go stale."""
+"""The "Use it from Python" example of docs/usage.md runs as written, so it cannot go stale."""
 
 import os
 import re
@@ -7,13 +7,13 @@ import sys
 
 import pytest
 import tensorflow as tf
-from readme_helpers import readme_block
+from readme_helpers import USAGE, markdown_block
 
 
 @pytest.mark.slow
 def test_use_it_from_python_example_runs(tmp_path):
     script = tmp_path / "example.py"
-    script.write_text(readme_block("Use it from Python"))
+    script.write_text(markdown_block("Use it from Python", USAGE))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run(
         [sys.executable, str(script)],

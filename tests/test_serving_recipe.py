@@ -1,5 +1,5 @@
-"""The serving recipe of the README (curl and Python over REST) and docs/serving.md (gRPC) sends
-requests that an exported model answers like `model.score`, so a client can copy it as written.
+"""The serving recipe of docs/serving.md (curl and Python over REST, and gRPC) sends requests
+that an exported model answers like `model.score`, so a client can copy it as written.
 
 No server runs here: the documented code runs as written against stand-ins for `requests`, `curl`
 and the gRPC stub, which decode each request the way TF Serving does (a `{"b64": ...}` value is
@@ -10,7 +10,6 @@ bytes; "instances" holds one entry per image, "inputs" one list per input), call
 import base64
 import collections
 import json
-import os
 import subprocess
 import sys
 import types
@@ -19,13 +18,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from model_helpers import tiny_conad
-from readme_helpers import ROOT, markdown_blocks
+from readme_helpers import SERVING, markdown_blocks
 from tensorflow.core.framework.tensor_pb2 import TensorProto
 from test_export import ATOL, RTOL
 
 from mhp_keras.serving.export import OUTPUT_KEYS, write_saved_model
 
-HEADING = "Serving with TF Serving"
+HEADING = "Export and serve over REST"  # docs/serving.md
 URL = "http://localhost:8501/v1/models/conad:predict"
 FILES = ("image.png", "other.png")  # the files the documented clients send
 
@@ -115,12 +114,13 @@ def fake_requests(served, sent: list) -> types.ModuleType:
     return types.SimpleNamespace(post=post)
 
 
-def test_readme_python_client_rows_and_columns(served, monkeypatch, capsys):
+@pytest.mark.slow
+def test_docs_python_client_rows_and_columns(served, monkeypatch, capsys):
     sent = []
     monkeypatch.setitem(sys.modules, "requests", fake_requests(served, sent))
     monkeypatch.chdir(served["folder"])
     namespace = {}
-    exec(markdown_blocks(HEADING)[0], namespace)
+    exec(markdown_blocks(HEADING, path=SERVING)[0], namespace)
 
     files = namespace["files"]
     assert [body.keys() for body in sent] == [
@@ -137,9 +137,10 @@ def test_readme_python_client_rows_and_columns(served, monkeypatch, capsys):
     assert len(printed) == 2 and str(rows[0]["anomaly_score"]) in printed[0]
 
 
-def test_readme_curl_body(served):
+@pytest.mark.slow
+def test_docs_curl_body(served):
     """The curl line's -d body, built by bash from image.png, is a row-form request."""
-    command = markdown_blocks(HEADING, "bash")[0].replace("\\\n", " ")
+    command = markdown_blocks(HEADING, "bash", SERVING)[0].replace("\\\n", " ")
     (curl,) = [line for line in command.splitlines() if line.startswith("curl ")]
     assert curl.split()[2] == URL.removeprefix("http://")
     # A `curl` that prints the -d argument as bash expanded it, instead of sending it.
@@ -195,13 +196,14 @@ def fake_grpc_modules(served, requests: list) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_docs_grpc_client(served, monkeypatch):
     requests = []
     for name, module in fake_grpc_modules(served, requests).items():
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.chdir(served["folder"])
     namespace = {}
-    exec(markdown_blocks("gRPC", path=os.path.join(ROOT, "docs", "serving.md"))[0], namespace)
+    exec(markdown_blocks("gRPC", path=SERVING)[0], namespace)
 
     (request,) = requests
     proto = request.inputs["image_bytes"]

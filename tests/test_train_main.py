@@ -13,6 +13,7 @@ def run_main(*args):
     return run(train_main_command(*args))
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_writes_metrics(tmp_path):
     workdir = tmp_path / "run"
     result = run_main("--config=configs/digits.py", f"--workdir={workdir}", *TINY)
@@ -67,3 +68,22 @@ def test_evaluate_without_a_trained_model_says_so(tmp_path):
     result = run_main(f"--workdir={tmp_path}", *TINY, "--mode=evaluate")
     assert result.returncode == 2
     assert "No trained model" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_mode_flag_comes_from_the_registry():
+    import sys
+
+    from mhp_keras.training import modes
+
+    # In a child process: train_main defines absl flags, which other tests' modules define too.
+    code = (
+        "import train_main; from absl import flags; f = flags.FLAGS['mode']; "
+        "print(','.join(f.parser.enum_values)); print(f.default)"
+    )
+    result = run([sys.executable, "-c", code])
+    assert result.returncode == 0, result.stderr[-3000:]
+    choices, default = result.stdout.strip().splitlines()[-2:]
+    assert choices.split(",") == list(modes.MODES) and default == modes.DEFAULT
+    for name, mode in modes.MODES.items():
+        assert callable(modes.load_runner(name)), name
+        assert (name in modes.EXPERIMENT_MODES) != mode.study

@@ -1,10 +1,10 @@
 """Which config key feeds each `ConAD` argument, and what values each accepts: the one table that
 ties the Keras class to the experiment config.
 
-Default values live only in `config_defaults.base_config()`; `DEFAULTS` reads them from there, so
-`ConAD(...)`, the builders and `--config.*` can never disagree. Valid ranges live only in `RULES`:
-`ConAD` raises a `ValueError` worded with its own argument names, and config validation a
-`ConfigError` worded with the `config.` keys, from the same rule.
+Default values live only in `mhp_keras.config.defaults.base_config()`; `DEFAULTS` reads them from
+there, so `ConAD(...)`, the builders and `--config.*` can never disagree. Valid ranges live only
+in `RULES`: `ConAD` raises a `ValueError` worded with its own argument names, and config
+validation a `ConfigError` worded with the `config.` keys, from the same rule.
 """
 
 from __future__ import annotations

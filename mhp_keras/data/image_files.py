@@ -17,7 +17,9 @@ by `needs_host_decoding`, the same rule in the training pipeline and in `mhp-pre
   the Adobe inverted convention, without the embedded ICC profile, and agree within 2 levels),
   GIF (the first frame) and the BMPs TF reads correctly (uncompressed 8-bit grey, 24, 32 bit).
 * On the host (`decode_on_host`, Pillow): TIFF (TF has no decoder; 8 or 16 bit, grey or RGB(A),
-  any compression Pillow's libtiff reads), WebP (TF 2.21 refuses it for a float32 result, "WebP
+  any compression Pillow's libtiff reads; 16-bit colour through tifffile, as Pillow reads only
+  its high bytes, with the codecs of imagecodecs, an install requirement, for LZW, JPEG and
+  the other compressions), WebP (TF 2.21 refuses it for a float32 result, "WebP
   only supports uint8 for dtype", and its uint8 decoder corrupts memory and aborts the process on
   animated WebP) and the BMPs TF would misread (palette colours, 1/4/16 bit, RLE, OS/2 headers,
   unusual channel masks).
@@ -33,12 +35,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import re
 import struct
-import sys
 from typing import BinaryIO
 
 import numpy as np
+import tifffile
 from absl import logging
 from PIL import Image
 
@@ -59,9 +60,6 @@ _IGNORED_NAMES = ("thumbs.db", "desktop.ini")
 _TIFF_MAGIC = (b"MM\x00*", b"II*\x00", b"MM*\x00", b"II\x00*", b"MM\x00+", b"II+\x00")
 # The channel masks of the only 32-bit BI_BITFIELDS layout TF decodes correctly (B, G, R, X).
 _BMP_STANDARD_MASKS = (0x00FF0000, 0x0000FF00, 0x000000FF)
-# Pillow reads 16-bit colour TIFFs through these raw modes into 8-bit images (see _high_and_low).
-_WIDE_RAWMODE = re.compile(r"(RGB|RGBA|RGBX);16([LBN])")
-_OTHER_BYTE = {"L": "B", "B": "L", "N": "B" if sys.byteorder == "little" else "L"}
 # Pillow modes that are 16-bit grey; all other integer and float modes have no fixed [0, 1] scale.
 _GREY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _SCALE = {np.dtype(np.uint8): np.float32(1 / 255), np.dtype(np.uint16): np.float32(1 / 65535)}
@@ -127,6 +125,7 @@ def _bmp_needs_host(header: bytes) -> bool:
 
     TF reads the pixel array of uncompressed 8, 24 and 32 bit BMPs and ignores palettes, so an
     8-bit BMP is right only when its palette maps every index to that grey level.
+    The header is parsed here, not by Pillow, which does not expose the channel masks it reads.
     """
     if len(header) < 54:
         return True
@@ -153,6 +152,7 @@ def _bmp_needs_host(header: bytes) -> bool:
 def needs_host_decoding(header: bytes) -> bool:
     """Whether a file whose first bytes are `header` (HEADER_BYTES of them, or the whole file if
     shorter) must be decoded by `decode_on_host` rather than by TF in the graph.
+    Magic bytes are compared here rather than by a sniffing package: three formats, no dependency.
 
     Anything not recognised here goes to the graph, whose error then names the problem.
     """
@@ -178,44 +178,41 @@ def file_needs_host_decoding(path: str) -> bool:
 # -- host decoding ---------------------------------------------------------------------------------
 
 
-def _reopen(source: str | os.PathLike | BinaryIO) -> Image.Image:
-    if isinstance(source, str | os.PathLike):
-        return Image.open(source)
-    source.seek(0)
-    return Image.open(source)
-
-
-def _with_rawmode(tile, rawmode: str):
-    args = (rawmode, *tuple(tile[3])[1:])
-    # Pillow >= 11 tiles are named tuples; Pillow 10's are plain tuples.
-    return tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args)
-
-
-def _high_and_low(image: Image.Image, source) -> np.ndarray | None:
-    """A 16-bit colour TIFF's exact uint16 pixels, or None if `image` is not one.
+def _wide_colour_tiff(image: Image.Image, source) -> np.ndarray | None:
+    """A 16-bit colour TIFF's exact uint16 pixels [h, w, c], or None if `image` is not one.
 
     Pillow has no 16-bit colour mode: it unpacks each sample's high byte into an 8-bit RGB(A)
-    image. Unpacking the same data again as if its byte order were the other one yields the low
-    bytes, so two decodes give the exact 16-bit values, for any compression libtiff reads.
+    image (and misreads planar files). tifffile reads the first page's full 16 bits instead.
     """
-    tiles = image.tile
-    match = _WIDE_RAWMODE.fullmatch(str(tiles[0][3][0])) if tiles else None
-    if image.format != "TIFF" or match is None:
+    bits = image.tag_v2.get(258, ()) if image.format == "TIFF" else ()
+    if image.mode not in ("RGB", "RGBA", "RGBX") or set(bits) != {16}:
         return None
-    image.load()
-    high = np.asarray(image)
-    with _reopen(source) as again:
-        other = match.group(1) + ";16" + _OTHER_BYTE[match.group(2)]
-        again.tile = [_with_rawmode(t, other) for t in again.tile]
-        again.load()
-        low = np.asarray(again)
-    return (high.astype(np.uint16) << 8) | low
+    if not isinstance(source, str | os.PathLike):
+        source.seek(0)
+    try:
+        with tifffile.TiffFile(source) as tiff:
+            page = tiff.pages[0]
+            pixels, axes = page.asarray(), page.axes
+    except Exception as e:  # noqa: BLE001 - tifffile raises many types (KeyError for codecs, ...)
+        codec = "; pip install imagecodecs adds its compression" if "imagecodecs" in str(e) else ""
+        raise UnsupportedImage(
+            f"a 16-bit colour TIFF that tifffile cannot decode ({type(e).__name__}: {e}{codec}); "
+            "expected one tifffile reads, e.g. re-saved uncompressed or with deflate compression"
+        ) from None
+    if axes.startswith("S"):  # planar configuration: one plane per sample
+        pixels = np.moveaxis(pixels, 0, -1)
+    if pixels.dtype != np.uint16 or pixels.ndim != 3:
+        raise UnsupportedImage(
+            f"a TIFF of {pixels.dtype} samples shaped {pixels.shape} ({axes}); expected 8 or "
+            "16-bit unsigned grey or colour pixels"
+        )
+    return pixels
 
 
 def _pixels(image: Image.Image, source) -> np.ndarray:
     """uint8 or uint16 [h, w, c] with c in {1, 2, 3, 4}: grey, grey + alpha, RGB or RGBA."""
     mode = image.mode
-    wide = _high_and_low(image, source)
+    wide = _wide_colour_tiff(image, source)
     if wide is not None:
         return wide
     if mode in _GREY16_MODES:

@@ -11,11 +11,14 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from mhp_keras.config.defaults import base_config
 from mhp_keras.data.base import ImageSet
 from mhp_keras.data.image_files import decode_on_host, file_needs_host_decoding
 from mhp_keras.errors import ConfigError
 
 AUTOTUNE = tf.data.AUTOTUNE
+# `make_dataset`'s defaults are the config's, read from the one place they are defined.
+_DEFAULTS = base_config()
 
 
 def convert_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
@@ -154,10 +157,10 @@ def _source(images: ImageSet, channels: int, size: int, fit=resize_image) -> tf.
 # prediction) always scores the whole image resized to image_size, as with data.crop="none".
 #
 # "random": every epoch, each training image contributes one random square crop whose side is
-#   `crop_fraction` (default 0.5) of the image's short side, resized to image_size. Implemented as
-#   an aspect-preserving resize of the short side to image_size / crop_fraction (cached once),
-#   followed by a fresh random image_size x image_size crop per epoch, which gives the same pixels
-#   as cropping first and resizing after, without re-decoding files every epoch.
+#   `crop_fraction` (data.crop_fraction) of the image's short side, resized to image_size.
+#   Implemented as an aspect-preserving resize of the short side to image_size / crop_fraction
+#   (cached once), followed by a fresh random image_size x image_size crop per epoch, which gives
+#   the same pixels as cropping first and resizing after, without re-decoding files every epoch.
 # "tile": each training image is cut into non-overlapping image_size x image_size tiles at its
 #   native resolution (a centred grid; the leftover border is dropped), and every tile is one
 #   training example. An image smaller than image_size in either direction is resized whole.
@@ -234,11 +237,11 @@ def make_dataset(
     image_size: int,
     batch_size: int,
     training: bool,
-    seed: int = 0,
-    cache: bool = True,
-    shuffle_buffer: int = 10_000,
-    crop: str = "none",
-    crop_fraction: float = 0.5,
+    seed: int = _DEFAULTS.seed,
+    cache: bool = _DEFAULTS.data.cache,
+    shuffle_buffer: int = _DEFAULTS.data.shuffle_buffer,
+    crop: str = _DEFAULTS.data.crop,
+    crop_fraction: float = _DEFAULTS.data.crop_fraction,
     native: bool = False,
 ) -> tf.data.Dataset:
     """The batched pipeline for one split.

@@ -1,7 +1,8 @@
 """Scores a split with a trained model and turns the scores into metrics, `scores.csv` and a report.
 
 Shared by the end of training, `--mode=evaluate` and the benchmark-over-classes mode, so every
-result in this project is computed the same way.
+result in this project is computed the same way: every score comes from the model's one scorer
+(`mhp_keras.scoring.scorer`), which also gives `ConAD.score` and the SavedModel their values.
 """
 
 from __future__ import annotations
@@ -17,38 +18,29 @@ from absl import logging
 from mhp_keras.data.pipeline import dataset_for_split
 from mhp_keras.io_utils import write_text_atomic
 from mhp_keras.scoring import metrics as metric_fns
-from mhp_keras.scoring.calibration import decisions
-
-
-def _stack_or_list(arrays: list[np.ndarray]):
-    """One array when every element has the same shape, else the list (native sizes differ)."""
-    return np.stack(arrays) if len({a.shape for a in arrays}) == 1 else arrays
+from mhp_keras.scoring.scorer import choose_thresholds, own_maps, stack_or_list
 
 
 def collect(model, images, config) -> dict:
     """Scores, maps, labels, masks, ids and winners (numpy) for one ImageSet, in file order.
 
-    A tiling model scores every image at its own size (`ConAD.analyze_tiled`); its maps and masks
-    are then one array if all images share a size, else lists of per-image arrays.
+    Scored by the model's scorer (`mhp_keras.scoring.scorer`): a tiling model scores every
+    image at its own size, and its maps and masks are then one array if all images share a
+    size, else lists of per-image arrays. The winners are the per-image winning heads.
     """
-    tiled = model.tiling == "tile"
-    ds = dataset_for_split(images, config, training=False, native=tiled)
+    ds = dataset_for_split(images, config, training=False, native=model.tiling == "tile")
     parts = {"scores": [], "maps": [], "labels": [], "masks": [], "ids": [], "winners": []}
     for batch in ds:
-        if tiled:  # one image per batch
-            out = model.analyze_tiled(batch["image"][0])
-            out = {key: value[None] for key, value in out.items()}
-        else:
-            out = model.analyze(batch["image"])
-        parts["scores"].append(out["anomaly_score"].numpy())
-        parts["maps"].extend(out["anomaly_map"].numpy())
-        parts["winners"].append(out["winner_index"].numpy())
+        out = model.scorer.run(batch["image"])
+        parts["scores"].append(out["anomaly_score"])
+        parts["maps"].extend(own_maps(out))
+        parts["winners"].append(out["winner_index"])
         parts["labels"].append(batch["label"].numpy())
         parts["ids"].append(batch["id"].numpy())
         if images.has_masks:
             parts["masks"].extend(batch["mask"].numpy()[..., 0])
     result = {
-        key: (_stack_or_list(value) if key in ("maps", "masks") else np.concatenate(value))
+        key: (stack_or_list(value) if key in ("maps", "masks") else np.concatenate(value))
         if value
         else None
         for key, value in parts.items()
@@ -58,39 +50,30 @@ def collect(model, images, config) -> dict:
 
 
 def calibrate(model, val_images, config) -> tuple[dict, str]:
-    """The model's decision values from the validation split (see `mhp_keras.scoring.calibration`):
-    the image threshold (F1-optimal when the validation images include anomalies, else the
-    `eval.threshold_quantile` of the normal scores), the pixel threshold (the
-    `eval.pixel_threshold_quantile` of the normal images' map pixels) and the score scale.
-    Returns them with a sentence saying where the image threshold came from."""
-    from mhp_keras.scoring.calibration import calibrate as from_normal
-    from mhp_keras.scoring.calibration import score_scale
-
+    """The model's decision values from the validation split, by the one threshold rule
+    (`mhp_keras.scoring.scorer.choose_thresholds`): the image threshold (F1-optimal when the
+    validation images include anomalies, else the `eval.threshold_quantile` of the normal
+    scores), the pixel threshold (the `eval.pixel_threshold_quantile` of the normal images' map
+    pixels) and the score scale. Returns them with a sentence saying where the image threshold
+    came from."""
     if val_images is None or len(val_images) == 0:
         values = {"threshold": np.inf, "pixel_threshold": np.inf, "score_scale": 1.0}
         return values, "none (no validation images: set data.val_fraction > 0)"
     result = collect(model, val_images, config)
-    labels = np.asarray(result["labels"])
-    normal = np.flatnonzero(labels == 0)
-    if normal.size == 0:
+    if not np.any(np.asarray(result["labels"]) == 0):
         raise ValueError("the validation split has no normal image to calibrate on")
-    quantile = config.eval.threshold_quantile
-    values = from_normal(
-        result["scores"][normal],
-        [result["maps"][i] for i in normal],
-        quantile,
+    return choose_thresholds(
+        result["scores"],
+        result["maps"],
+        result["labels"],
+        config.eval.threshold_quantile,
         config.eval.pixel_threshold_quantile,
     )
-    source = f"validation quantile {quantile}"
-    if len(np.unique(labels)) == 2:  # labelled validation data: use it
-        values["threshold"] = metric_fns.f1_optimal_threshold(labels, result["scores"])
-        values["score_scale"] = score_scale(values["threshold"], result["scores"][normal])
-        source = "F1-optimal on labelled validation images"
-    return values, source
 
 
 def winner_histogram(winners: np.ndarray, hypotheses: int) -> list[float]:
-    """Fraction of test images (or pixels) won by each head."""
+    """Fraction of test images won by each head (for pixel-wise WTA, by the head that wins the
+    most of an image's pixels: the SavedModel's winner_index)."""
     counts = np.bincount(np.asarray(winners).reshape(-1), minlength=hypotheses)
     return (counts / max(counts.sum(), 1)).tolist()
 
@@ -158,20 +141,17 @@ def write_report(model, images, config, result: dict, threshold: float, report_d
 
     # Only the examples shown are decoded again, so a large test set is never held in memory.
     chosen = reports.select_examples(result["scores"], 8)
-    tiled = model.tiling == "tile"
-    ds = dataset_for_split(images.subset(chosen), config, training=False, native=tiled)
+    ds = dataset_for_split(
+        images.subset(chosen), config, training=False, native=model.tiling == "tile"
+    )
     rows = [{key: value[0] for key, value in batch.items()} for batch in ds.unbatch().batch(1)]
-    outs = [
-        model.analyze_tiled(row["image"]) if tiled else model.analyze(row["image"][None])
-        for row in rows
-    ]
-    first = (lambda value: value) if tiled else (lambda value: value[0])
+    outs = [model.scorer.run(row["image"][None]) for row in rows]
     examples = {
         "images": [row["image"].numpy() for row in rows],
-        "best": [first(out["best_hypothesis"]).numpy() for out in outs],
-        "hypotheses": None if tiled else [out["hypotheses"][0].numpy() for out in outs],
-        "maps": [first(out["anomaly_map"]).numpy() for out in outs],
-        "scores": np.asarray([float(first(out["anomaly_score"])) for out in outs]),
+        "best": [own_maps(out, "best_hypothesis")[0] for out in outs],
+        "hypotheses": [out["hypotheses"][0] for out in outs] if model.tiling != "tile" else None,
+        "maps": [own_maps(out)[0] for out in outs],
+        "scores": np.asarray([float(out["anomaly_score"][0]) for out in outs]),
         "labels": np.asarray([int(row["label"]) for row in rows]),
         "ids": [result["ids"][i] for i in chosen],
         "masks": [row["mask"].numpy()[..., 0] for row in rows] if images.has_masks else None,
@@ -214,9 +194,9 @@ def evaluate(model, data, config, workdir: str, threshold: float | None = None) 
         )
     else:
         out["pixel_threshold"] = values["pixel_threshold"]
-    normalized = decisions(
-        result["scores"], np.zeros([0]), threshold, values["pixel_threshold"], values["score_scale"]
-    )["normalized_score"].numpy()
+    decision_values = (threshold, values["pixel_threshold"], values["score_scale"])
+    normalized = model.scorer.decisions(result["scores"], np.zeros([0]), decision_values)
+    normalized = normalized["normalized_score"].numpy()
     write_text_atomic(
         os.path.join(workdir, "scores.csv"), scores_csv(result, threshold, normalized)
     )

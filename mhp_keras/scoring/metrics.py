@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 NAN = float("nan")
 # 8-connectivity, as in the official MVTec AD evaluation code: diagonal neighbours belong to the
@@ -37,16 +37,20 @@ def _both_classes(labels: np.ndarray) -> bool:
 
 
 def _f1_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """F1 at every distinct score used as threshold, thresholds in descending order."""
-    order = np.argsort(-scores, kind="stable")
-    sorted_scores, sorted_labels = scores[order], labels[order]
-    # Tied scores are all predicted together, so only the last index of each run is a valid cut.
-    last_of_run = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
-    tp = np.cumsum(sorted_labels)[last_of_run]
-    predicted = np.flatnonzero(last_of_run) + 1
+    """F1 at every distinct score used as threshold, thresholds in ascending order.
+
+    scikit-learn's curve gives precision and recall as float ratios; F1 is computed from the
+    integer counts they come from (TP = recall * positives, predicted = TP / precision), so that
+    equal F1s are exactly equal and the tie rule of `f1_optimal_threshold` holds.
+    """
+    precision, recall, thresholds = precision_recall_curve(labels, scores)
+    # The last point (precision 1, recall 0) has no threshold.
+    precision, recall = precision[:-1], recall[:-1]
+    positives = int(labels.sum())
+    tp = np.rint(recall * positives)
+    predicted = np.rint(np.divide(tp, precision, out=np.zeros_like(tp), where=tp > 0))
     # F1 = 2TP / (2TP + FP + FN) = 2TP / (predicted positives + actual positives).
-    f1 = 2.0 * tp / (predicted + labels.sum())
-    return sorted_scores[last_of_run], f1
+    return thresholds, 2.0 * tp / (predicted + positives)
 
 
 def f1_optimal_threshold(labels, scores) -> float:
@@ -71,7 +75,7 @@ def image_metrics(labels, scores) -> dict:
         out["image_ap"] = float(average_precision_score(labels, scores))
     if labels.any():
         thresholds, f1 = _f1_curve(labels, scores)
-        best = int(np.argmax(f1))
+        best = f1.size - 1 - int(np.argmax(f1[::-1]))  # the highest of the best thresholds
         out["f1_max"] = float(f1[best])
         out["f1_threshold"] = float(thresholds[best])
     return out
@@ -101,6 +105,7 @@ def classification_at_threshold(labels, scores, threshold: float) -> dict:
 
     Undefined ratios: precision is 0 with no positive prediction (scikit-learn's convention);
     recall/tpr are NaN without anomalous images and fpr NaN without normal ones.
+    Counted here rather than by sklearn's confusion_matrix: four sums, and these NaN conventions.
     """
     labels, scores = _labels_scores(labels, scores)
     predicted = scores >= threshold
@@ -192,7 +197,8 @@ def pixel_auroc(masks, maps) -> float:
 def pixel_decisions(masks, maps, pixel_threshold: float) -> dict:
     """Pixel F1 and IoU of the decision `map >= pixel_threshold` against the masks, over all
     pixels of all images (one confusion count, as pixel AUROC pools them). NaN where a ratio has
-    no pixels at all to count."""
+    no pixels at all to count (scikit-learn's f1_score and jaccard_score default to 0 and warn,
+    which is why the counts are summed here)."""
     masks, maps = _image_pairs(masks, maps)
     truth, predicted = _flat(masks).astype(bool), _flat(maps) >= pixel_threshold
     tp = int(np.sum(truth & predicted))
@@ -236,6 +242,7 @@ def _pixel_weights(masks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, int
 def pro_curve(masks, maps, num_thresholds: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(fpr, pro) points of the per-region-overlap curve, FPR ascending, starting at (0, 0).
 
+    Hand-written: neither scikit-learn nor scipy has a per-region-overlap curve.
     `num_thresholds=None` is exact: every distinct map value is a threshold (one sort of all
     pixels). An int uses that many evenly spaced thresholds over [min, max] of the maps instead,
     which is cheaper for huge inputs and an under-estimate of the exact curve's area.
@@ -262,7 +269,7 @@ def _area_up_to(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
     """Trapezoidal area under y(x) on [0, x_max], interpolating the curve at exactly x_max.
 
     x must be non-decreasing (a cumulative FPR is); repeated x values are vertical jumps, which
-    add no area.
+    add no area. Not sklearn.metrics.auc, which has no upper limit to interpolate at.
     """
     end = int(np.searchsorted(x, x_max, side="left"))  # first point at or beyond x_max
     if end < x.size:

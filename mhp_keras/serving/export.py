@@ -18,10 +18,12 @@ Signatures (S = model.image_size, C = model.channels, K = model.hypotheses):
   (`mhp_keras.data.image_files.needs_host_decoding` tells which files they are).
 
 Both scale to [0, 1] inside the graph with the training pipeline's own functions
-(`convert_image_dtype`). A model with `tiling="tile"` then scores each image at its own size on
-S x S tiles (`ConAD.analyze_tiled`); otherwise each image is resized to S x S (bilinear,
-antialiased `resize_image`), as the pipeline does. Both return (H x W = S x S without tiling; with
-tiling, the largest image of the request, smaller maps zero-padded at the bottom and right):
+(`convert_image_dtype`) and score with the model's one scorer (`Scorer.outputs` of
+`mhp_keras.scoring.scorer`, as `ConAD.score` and the evaluation do): a model with
+`tiling="tile"` scores each image at its own size on S x S tiles; otherwise each image is resized
+to S x S (bilinear, antialiased `resize_image`), as the pipeline does. Both return (H x W =
+S x S without tiling; with tiling, the largest image of the request, smaller maps zero-padded at
+the bottom and right):
 
 * `anomaly_score` float32 [batch]: the model's score (`score.aggregate` of the map);
 * `anomaly_map` float32 [batch, H, W]: the per-pixel NLL under the winning hypothesis;
@@ -36,7 +38,9 @@ tiling, the largest image of the request, smaller maps zero-padded at the bottom
 * `map_size` int32 [batch, 2]: the height and width of each image's own map.
 
 The thresholds and the score scale are frozen into the graph as constants at export time (a model
-without thresholds, +inf, flags nothing).
+without thresholds, +inf, flags nothing). Written with Keras' `keras.export.ExportArchive`, which
+carries both signatures, the tiling loops and the constants, and saves only the variables the
+signatures use.
 
 Input checks. The signature wrappers of a loaded SavedModel (and TF Serving) enforce the dtype but
 not the shape, so the graph checks rank and channel count itself and fails with an
@@ -61,13 +65,13 @@ import math
 import os
 import re
 
+import keras
 import tensorflow as tf
 
 import mhp_keras
 from mhp_keras.data.pipeline import convert_channels, resize_image
 from mhp_keras.errors import ConfigError, UserError
 from mhp_keras.io_utils import atomic_path, write_json_atomic
-from mhp_keras.scoring import calibration
 
 METADATA_FILE = os.path.join("assets.extra", "mhp_keras.json")
 OUTPUT_KEYS = (
@@ -103,130 +107,104 @@ def _runtime_rank(shape: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(tf.cast(shape >= 0, tf.int32))
 
 
-def _pad_to(tensor: tf.Tensor, height, width) -> tf.Tensor:
-    """[h, w, ...] padded with zeros at the bottom and right to [height, width, ...]."""
-    shape = tf.shape(tensor)
-    extra = [[0, 0]] * (len(tensor.shape) - 2)
-    return tf.pad(tensor, [[0, height - shape[0]], [0, width - shape[1]]] + extra)
+def _messages(channels: int) -> tuple[str, str]:
+    """What a bad input to each signature is told (InvalidArgumentError messages)."""
+    return (
+        f"expected images shaped [batch, height, width, {channels}] uint8",
+        "expected image_bytes shaped [batch]: one encoded PNG, JPEG, GIF or uncompressed BMP "
+        "per image (TIFF and WebP go as pixels to serving_default)",
+    )
 
 
-class _ServingModule(tf.Module):
-    """The model's variables plus the two serving functions; what `tf.saved_model.save` writes."""
+def _signature_outputs(model, out, frozen) -> dict:
+    """The signature outputs from the scorer's outputs and the frozen calibration values."""
+    decided = model.scorer.decisions(out["anomaly_score"], out["anomaly_map"], frozen)
+    return {
+        "anomaly_score": tf.identity(out["anomaly_score"], name="anomaly_score"),
+        "anomaly_map": tf.identity(out["anomaly_map"], name="anomaly_map"),
+        "is_anomalous": decided["is_anomalous"],
+        "normalized_score": decided["normalized_score"],
+        "anomaly_mask": decided["anomaly_mask"],
+        "best_hypothesis": tf.identity(out["best_hypothesis"], name="best_hypothesis"),
+        "winner_index": tf.cast(out["winner_index"], tf.int32),
+        "map_size": tf.cast(out["map_size"], tf.int32),
+    }
 
-    def __init__(self, model):
-        super().__init__(name="conad_serving")
-        # Only the variables are tracked (as keras.export.ExportArchive does), not the Keras model.
-        self.model_variables = list(model.variables)
-        size, channels = model.image_size, model.channels
-        tiled = model.tiling == "tile"
-        calibration_values = [
-            tf.constant(float(v.numpy()), tf.float32)
-            for v in (model.threshold, model.pixel_threshold, model.score_scale)
+
+def _pixels_endpoint(model, frozen):
+    """`serving_default`: uint8 [batch, height, width, C] images, checked, scaled to [0, 1]."""
+    channels = model.channels
+    images_msg, _ = _messages(channels)
+
+    def serving_default(images):
+        shape = tf.shape(images)
+        checks = [
+            tf.debugging.assert_equal(_runtime_rank(shape), 4, message=images_msg),
+            tf.debugging.assert_equal(shape[-1], channels, message=images_msg),
+            tf.debugging.assert_positive(shape[1:3], message=images_msg + " (non-empty)"),
         ]
-        wta, hypotheses = model.wta, model.hypotheses
-        images_msg = f"expected images shaped [batch, height, width, {channels}] uint8"
-        bytes_msg = (
-            "expected image_bytes shaped [batch]: one encoded PNG, JPEG, GIF or uncompressed BMP "
-            "per image (TIFF and WebP go as pixels to serving_default)"
+        with tf.control_dependencies(checks):
+            images = tf.image.convert_image_dtype(images, tf.float32)
+        return _signature_outputs(model, model.scorer.outputs(images), frozen)
+
+    return serving_default, [tf.TensorSpec([None, None, None, channels], tf.uint8, name="images")]
+
+
+def _bytes_endpoint(model, frozen):
+    """`serving_bytes`: string [batch] of encoded images, decoded in the graph as in training."""
+    size, channels = model.image_size, model.channels
+    _, bytes_msg = _messages(channels)
+
+    def decode(contents):
+        image = tf.io.decode_image(contents, expand_animations=False, dtype=tf.float32)
+        return convert_channels(image, channels)
+
+    def decode_all(image_bytes):
+        """The decoded images, of any sizes, as a TensorArray (what a tiling scorer takes)."""
+        count = tf.shape(image_bytes)[0]
+        images = tf.TensorArray(tf.float32, size=count, infer_shape=False)
+        _, images = tf.while_loop(
+            lambda i, _: i < count,
+            lambda i, images: (i + 1, images.write(i, decode(image_bytes[i]))),
+            (tf.constant(0), images),
         )
+        return images
 
-        def finish(out):
-            """The signature outputs from scores, maps, best guesses, winners and map sizes."""
-            decided = calibration.decisions(
-                out["anomaly_score"], out["anomaly_map"], *calibration_values
-            )
-            return {
-                "anomaly_score": tf.identity(out["anomaly_score"], name="anomaly_score"),
-                "anomaly_map": tf.identity(out["anomaly_map"], name="anomaly_map"),
-                "is_anomalous": decided["is_anomalous"],
-                "normalized_score": decided["normalized_score"],
-                "anomaly_mask": decided["anomaly_mask"],
-                "best_hypothesis": tf.identity(out["best_hypothesis"], name="best_hypothesis"),
-                "winner_index": tf.cast(out["winner_index"], tf.int32),
-                "map_size": tf.cast(out["map_size"], tf.int32),
-            }
-
-        def whole_images(images):
-            """Outputs for a float [B, S, S, C] batch in [0, 1], scored whole."""
-            out = model.analyze(images)
-            winner = out["winner_index"]
-            if wta == "pixel":
-                counts = tf.reduce_sum(tf.one_hot(winner, hypotheses, dtype=tf.int32), axis=[1, 2])
-                winner = tf.argmax(counts, axis=1, output_type=tf.int32)
-            batch = tf.shape(images)[0]
-            out = dict(out, winner_index=winner, map_size=tf.fill([batch, 2], size))
-            return finish(out)
-
-        def tiled_images(count, image_at):
-            """Outputs for `count` float [h, w, C] images (`image_at(i)`, sizes may differ),
-            each scored on tiles at its own size; maps are zero-padded to the batch's largest
-            size, and map_size says each image's own [height, width]."""
-            shapes = tf.TensorArray(tf.int32, size=count)
-            images = tf.TensorArray(tf.float32, size=count, infer_shape=False)
-
-            def decode_one(i, images, shapes):
-                image = image_at(i)
-                return i + 1, images.write(i, image), shapes.write(i, tf.shape(image)[:2])
-
-            _, images, shapes = tf.while_loop(
-                lambda i, *_: i < count, decode_one, (tf.constant(0), images, shapes)
-            )
-            map_size = shapes.stack()
-            height, width = tf.reduce_max(map_size[:, 0]), tf.reduce_max(map_size[:, 1])
-            keys = ("anomaly_score", "winner_index", "anomaly_map", "best_hypothesis")
-            dtypes = (tf.float32, tf.int32, tf.float32, tf.float32)
-
-            def score_one(i, arrays):
-                out = model.analyze_tiled(images.read(i))
-                out["anomaly_map"] = _pad_to(out["anomaly_map"], height, width)
-                out["best_hypothesis"] = _pad_to(out["best_hypothesis"], height, width)
-                return i + 1, tuple(a.write(i, out[k]) for a, k in zip(arrays, keys))
-
-            arrays = tuple(tf.TensorArray(dtype, size=count) for dtype in dtypes)
-            _, arrays = tf.while_loop(lambda i, _: i < count, score_one, (tf.constant(0), arrays))
-            out = {key: array.stack() for key, array in zip(keys, arrays)}
-            out["map_size"] = map_size
-            return finish(out)
-
-        @tf.function(
-            input_signature=[tf.TensorSpec([None, None, None, channels], tf.uint8, name="images")]
-        )
-        def serving_default(images):
-            shape = tf.shape(images)
-            checks = [
-                tf.debugging.assert_equal(_runtime_rank(shape), 4, message=images_msg),
-                tf.debugging.assert_equal(shape[-1], channels, message=images_msg),
-                tf.debugging.assert_positive(shape[1:3], message=images_msg + " (non-empty)"),
-            ]
-            with tf.control_dependencies(checks):
-                images = tf.image.convert_image_dtype(images, tf.float32)
-            if tiled:
-                return tiled_images(shape[0], lambda i: images[i])
-            return whole_images(resize_image(images, size))
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-        def serving_bytes(image_bytes):
-            check = tf.debugging.assert_equal(
-                _runtime_rank(tf.shape(image_bytes)), 1, message=bytes_msg
-            )
-            with tf.control_dependencies([check]):
-                image_bytes = tf.identity(image_bytes)
-
-            def decode(contents):
-                image = tf.io.decode_image(contents, expand_animations=False, dtype=tf.float32)
-                return convert_channels(image, channels)
-
-            if tiled:
-                return tiled_images(tf.shape(image_bytes)[0], lambda i: decode(image_bytes[i]))
+    def serving_bytes(image_bytes):
+        rank = _runtime_rank(tf.shape(image_bytes))
+        with tf.control_dependencies([tf.debugging.assert_equal(rank, 1, message=bytes_msg)]):
+            image_bytes = tf.identity(image_bytes)
+        if model.tiling == "tile":
+            images = decode_all(image_bytes)
+        else:  # one [S, S, C] size, so the batch is one tensor
             images = tf.map_fn(
                 lambda contents: resize_image(decode(contents), size),
                 image_bytes,
                 fn_output_signature=tf.TensorSpec([size, size, channels], tf.float32),
             )
-            return whole_images(images)
+        return _signature_outputs(model, model.scorer.outputs(images), frozen)
 
-        self.serving_default = serving_default
-        self.serving_bytes = serving_bytes
+    return serving_bytes, [tf.TensorSpec([None], tf.string, name="image_bytes")]
+
+
+def serving_archive(model) -> keras.export.ExportArchive:
+    """Keras' ExportArchive of `model` with the two signatures and its calibration frozen in.
+
+    The archive tracks only the variables the endpoints use; the thresholds and the score scale
+    become graph constants, so a served model's decisions cannot drift from its export.
+    """
+    frozen = tuple(
+        tf.constant(float(v.numpy()), tf.float32)
+        for v in (model.threshold, model.pixel_threshold, model.score_scale)
+    )
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for name, (fn, signature) in (
+        ("serving_default", _pixels_endpoint(model, frozen)),
+        ("serving_bytes", _bytes_endpoint(model, frozen)),
+    ):
+        archive.add_endpoint(name, fn, input_signature=signature)
+    return archive
 
 
 def _finite_or_none(value: float):
@@ -285,15 +263,7 @@ def write_saved_model(
     """
     with atomic_path(path, overwrite=overwrite) as tmp:
         os.makedirs(tmp)
-        module = _ServingModule(model)
-        tf.saved_model.save(
-            module,
-            tmp,
-            signatures={
-                "serving_default": module.serving_default.get_concrete_function(),
-                "serving_bytes": module.serving_bytes.get_concrete_function(),
-            },
-        )
+        serving_archive(model).write_out(tmp, verbose=False)
         write_json_atomic(
             os.path.join(tmp, METADATA_FILE), export_metadata(model, model_name, version)
         )

@@ -354,4 +354,5 @@ def run_benchmark_classes(
     return {**paths, "rows": class_table.summarise(results[AS_GIVEN.name]), "summary": summary}
 
 
-MODES = {"ablation": run_ablation, "benchmark_classes": run_benchmark_classes}
+# `--mode=ablation` and `--mode=benchmark_classes` name these two runners in the one mode
+# registry, mhp_keras/training/modes.py.

@@ -68,7 +68,7 @@ def to_csv(rows: list[dict]) -> str:
 
 
 def mean_std_cell(row: dict, key: str) -> str:
-    """A row's "0.643 ± 0.012" for metric `key`, or "–" where it has none."""
+    """A row's "0.750 ± 0.012" (mean ± std) for metric `key`, or "–" where it has none."""
     if f"{key}_mean" not in row:
         return "–"
     return f"{row[f'{key}_mean']:.3f} ± {row[f'{key}_std']:.3f}"

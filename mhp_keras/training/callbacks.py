@@ -17,10 +17,13 @@ import h5py
 import keras
 from absl import logging
 
+from mhp_keras.config.defaults import base_config
 from mhp_keras.io_utils import atomic_path
 
 EPOCH_ATTR = "mhp_keras_epoch"
 BACKUP_FILE = "latest.weights.h5"
+# The callbacks' defaults are the config's (`train.*`), read from where they are defined.
+_TRAIN = base_config().train
 
 
 def non_finite_logs(logs) -> list[str]:
@@ -44,10 +47,10 @@ class DivergenceGuard(keras.callbacks.TerminateOnNaN):
     three and `peak` the largest size any completed epoch reached, a value above
     `m + spike_factor * max(|m|, peak, 1)` is a spike. The peak keeps a normal rise from being a
     spike: a VAE's KL often starts high, falls near 0 and then climbs tenfold as the posterior
-    comes into use (a 128 px run went 25, 0.5, 1.9, 2.5, 6.5, 18), while a divergence leaves
-    every earlier value far behind (the reported one went 2.3 ... 30, then 402). It starts once
-    three epochs have completed (after a rollback or a resume, three more). `spike_factor=0`
-    turns it off.
+    comes into use, while a divergence leaves every earlier value far behind (both as measured:
+    docs/results.md#training-stability). It starts once three epochs have completed (after a
+    rollback or a resume, three more). `spike_factor=0` turns it off; the default is
+    `train.spike_factor`'s.
 
     `self.diverged` is None, or a message such as "training diverged: loss=nan at epoch 3, step
     17 (global step 97)". The callbacks that write files skip an epoch the guard flagged, so a
@@ -56,7 +59,7 @@ class DivergenceGuard(keras.callbacks.TerminateOnNaN):
 
     HISTORY = 3  # completed epochs in the spike test's reference
 
-    def __init__(self, spike_factor: float = 0.0, monitor=("loss", "kl")):
+    def __init__(self, spike_factor: float = _TRAIN.spike_factor, monitor=("loss", "kl")):
         super().__init__()
         self.spike_factor = float(spike_factor)
         self.monitor = tuple(monitor)

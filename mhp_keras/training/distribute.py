@@ -53,3 +53,29 @@ def is_chief() -> bool:
     if "chief" in cluster:
         return task_type == "chief"
     return task_type == "worker" and index == 0
+
+
+def reduces_logs_across_workers(strategy: tf.distribute.Strategy) -> bool:
+    """Whether Keras reduces this strategy's step logs across workers: a MultiWorkerMirrored
+    strategy whose cluster has more than one chief or worker task.
+
+    Decided from the public cluster spec; Keras 3 itself asks the private
+    `strategy.extended._in_multi_worker_mode()`, and tests/test_distribute.py checks that the
+    two agree.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    spec = strategy.cluster_resolver.cluster_spec()
+    return sum(spec.num_tasks(job) for job in spec.jobs if job in ("chief", "worker")) > 1
+
+
+def step_logs(results: dict) -> dict:
+    """A train or test step's scalar logs, shaped so that Keras can reduce them on any strategy.
+
+    Across workers Keras 3 reduces each log with `strategy.reduce(MEAN, value, axis=0)`, which
+    fails on a scalar; a length-1 leading axis makes that reduction a plain mean over replicas
+    (and leaves single-worker runs untouched, whose logs stay scalars).
+    """
+    if not reduces_logs_across_workers(tf.distribute.get_strategy()):
+        return results
+    return {name: value[None] for name, value in results.items()}

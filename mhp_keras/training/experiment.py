@@ -30,10 +30,13 @@ from mhp_keras.scoring.evaluation import calibrate, evaluate, images_only
 from mhp_keras.training import callbacks as cb
 from mhp_keras.training import distribute
 from mhp_keras.training import jit as jit_calibration
+from mhp_keras.training import modes as mode_registry
 from mhp_keras.training.health import TrainingHealth
+from mhp_keras.training.modes import DEFAULT as DEFAULT_MODE
+from mhp_keras.training.modes import EXPERIMENT_MODES as MODES
 from mhp_keras.training.recovery import Recovery
+from mhp_keras.training.workdir_lock import workdir_lock
 
-MODES = ("train_and_evaluate", "train", "evaluate", "export")
 # Keys that may change between runs in one workdir without making it a different model.
 RESUMABLE_KEYS = (
     "train.epochs",
@@ -118,9 +121,9 @@ def auto_precision(gpu_compute_capability: tuple[int, int] | None, cpu_bfloat16:
 
     On a GPU, by its compute capability: bfloat16 from 8.0 (Ampere and later have bfloat16 tensor
     cores and need no loss scaling), float16 with loss scaling from 7.0 (Volta and Turing tensor
-    cores), float32 below. On a CPU-only host, bfloat16 where the CPU has native bfloat16 (the
-    benchmark measured 1.2x faster training at equal AUROC there), float32 elsewhere (emulated
-    bfloat16 was 0.15x on a CPU without it).
+    cores), float32 below. On a CPU-only host, bfloat16 where the CPU has native bfloat16 (faster
+    training at equal AUROC there), float32 elsewhere (emulated bfloat16 is much slower); the
+    measurements are in docs/results.md#mixed-precision.
     """
     if gpu_compute_capability is not None:
         if tuple(gpu_compute_capability) >= (8, 0):
@@ -322,14 +325,30 @@ def export(model, config, workdir: str) -> str:
 def run(
     config,
     workdir: str,
-    mode: str = "train_and_evaluate",
+    mode: str = DEFAULT_MODE,
     strategy: str = "default",
     overwrite: bool = False,
 ) -> dict:
-    """Runs `mode` and returns its summary (the metrics for modes that evaluate)."""
+    """Runs `mode` (one of `MODES`, described in mhp_keras/training/modes.py) and returns its
+    summary (the metrics for modes that evaluate).
+
+    The run holds the workdir's lock (`mhp_keras.training.workdir_lock`): a second run on the same
+    workdir is refused while this one is alive. Non-chief workers of a multi-worker run share the
+    chief's workdir and take no lock.
+    """
     if mode not in MODES:
         raise UserError(f"--mode={mode!r}: expected one of {list(MODES)}.")
     validate_config(config)
+    # evaluate and export on a workdir that does not exist fail below, with a message; the lock
+    # must not create the folder first.
+    lock = distribute.writes_run_files(strategy) and (
+        os.path.isdir(workdir) or mode_registry.MODES[mode].creates_workdir
+    )
+    with workdir_lock(workdir, mode, enabled=lock):
+        return _run(config, workdir, mode, strategy, overwrite)
+
+
+def _run(config, workdir: str, mode: str, strategy: str, overwrite: bool) -> dict:
     set_up_runtime(config)
     summary: dict = {}
     if mode == "export":

@@ -14,6 +14,10 @@ from __future__ import annotations
 import keras
 from absl import logging
 
+from mhp_keras.config.defaults import base_config
+
+# The limits' defaults are the config's (`train.health_*`), read from where they are defined.
+_TRAIN = base_config().train
 D_ACC_KEY = "health_d_acc"  # the lower of D's accuracies on real and on fake images
 HEAD_SHARE_KEY = "health_top_head_share"  # the share of images (or pixels) won by the top head
 
@@ -45,9 +49,9 @@ class TrainingHealth(keras.callbacks.Callback):
     def __init__(
         self,
         adversarial: bool,
-        d_acc_limit: float = 0.97,
-        head_share_limit: float = 0.95,
-        patience: int = 5,
+        d_acc_limit: float = _TRAIN.health_d_acc,
+        head_share_limit: float = _TRAIN.health_head_share,
+        patience: int = _TRAIN.health_epochs,
     ):
         super().__init__()
         self.adversarial = adversarial

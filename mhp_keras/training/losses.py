@@ -7,6 +7,9 @@ numpy closed forms.
 Shapes: x is [B, h, w, C]; hypothesis means and log-variances are [B, K, h, w, C] (or, in the
 training step, the decoder's native [B, h, w, C, K], with head_axis=4); NLL maps are [B, K, h, w]
 (or [B, h, w, K] from the native layout).
+
+The WTA mode, the relaxation eps and the score aggregation have no defaults here: their one source
+is the experiment config (`mhp_keras/config/defaults.py`), which ConAD passes in.
 """
 
 import math
@@ -65,7 +68,7 @@ def _relaxed(one_hot, eps):
     return tf.stop_gradient(one_hot * winner_weight + (1.0 - one_hot) * loser_weight)
 
 
-def winner_mask(nll, mode="sample", eps=0.0):
+def winner_mask(nll, mode, eps):
     """The (stop-gradient) WTA weights over hypotheses, shaped like `nll` [B, K, h, w].
 
     "sample": one winner per image, the head with the lowest summed NLL. "pixel": one winner per
@@ -82,7 +85,7 @@ def winner_mask(nll, mode="sample", eps=0.0):
     raise ValueError(f"mode={mode!r}: expected one of {list(WTA_MODES)}.")
 
 
-def wta_loss(nll, mode="sample", eps=0.0):
+def wta_loss(nll, mode, eps):
     """Per-sample WTA reconstruction loss [B]: the winner-weighted NLL summed over pixels.
 
     Per-image winners weigh the per-head sums [B, K] instead of every pixel, which saves a
@@ -95,14 +98,14 @@ def wta_loss(nll, mode="sample", eps=0.0):
     return tf.reduce_sum(winner_mask(nll, mode, eps) * nll, axis=[1, 2, 3])
 
 
-def winner_index(nll, mode="sample"):
+def winner_index(nll, mode):
     """Winning head per image [B] ("sample") or per pixel [B, h, w] ("pixel")."""
     if mode == "sample":
         return tf.argmin(tf.reduce_sum(nll, axis=[2, 3]), axis=1, output_type=tf.int32)
     return tf.argmin(nll, axis=1, output_type=tf.int32)
 
 
-def anomaly_map(nll, mode="sample"):
+def anomaly_map(nll, mode):
     """Per-pixel anomaly map [B, h, w]: the NLL under the winning head (WTA NLL before summing)."""
     if mode == "sample":
         winners = winner_index(nll, "sample")
@@ -125,7 +128,7 @@ def take_last_axis(values, index):
     return tf.reshape(tf.matmul(flat, one_hot), shape[:-1])
 
 
-def best_hypothesis(means, nll, mode="sample", head_axis=1):
+def best_hypothesis(means, nll, mode, head_axis=1):
     """The best guess [B, h, w, C]: the winning head's mean, chosen per image or per pixel.
 
     `nll` is [B, K, h, w]; `means` has its heads on `head_axis` (1, or 4 for [B, h, w, C, K]).
@@ -142,7 +145,7 @@ def best_hypothesis(means, nll, mode="sample", head_axis=1):
     return tf.reduce_sum(one_hot * means, axis=head_axis)
 
 
-def aggregate_map(amap, method="sum", topk_fraction=0.1):
+def aggregate_map(amap, method, topk_fraction):
     """Image score [B] from an anomaly map [B, h, w]: sum, mean, or the sum of the top fraction.
 
     "topk" sums the ceil(fraction * h * w) largest pixels (at least one): the paper's top-10% score
