@@ -11,7 +11,9 @@ import pathlib
 
 import pytest
 
+from mhp_keras.config.defaults import base_config
 from mhp_keras.config.validation import validate_config
+from mhp_keras.errors import ConfigError
 
 CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
 FILES = sorted(p for p in CONFIGS.glob("*.py") if p.name != "__init__.py")
@@ -81,3 +83,15 @@ def test_config_sets_only_what_differs_from_its_parent(path):
 def test_config_is_valid(path):
     config = importlib.import_module(f"configs.{path.stem}").get_config()
     validate_config(config)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+@pytest.mark.parametrize(
+    "section,key",
+    [("train", "g_lr"), ("train", "d_lr"), ("loss", "adv_weight"), ("score", "tile_scale")],
+)
+def test_non_finite_numbers_are_refused_by_key(section, key, value):
+    config = base_config()
+    config[section][key] = value
+    with pytest.raises(ConfigError, match=rf"config\.{section}\.{key}=.*expected a finite number"):
+        validate_config(config)

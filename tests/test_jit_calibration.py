@@ -3,6 +3,7 @@ pin what it accepts, how it decides, that it falls back when XLA fails, that for
 that calibrating never changes the training itself (same weights as a forced run, the choice
 reused on resume)."""
 
+import contextlib
 import json
 import math
 
@@ -18,6 +19,7 @@ from mhp_keras.config.validation import validate_config
 from mhp_keras.data import load_data
 from mhp_keras.errors import ConfigError
 from mhp_keras.training import jit as jit_calibration
+from mhp_keras.training import jit_shared, jit_timing
 from mhp_keras.training.experiment import build_and_compile, run
 
 DEFAULT_STRATEGY = tf.distribute.get_strategy()
@@ -91,11 +93,153 @@ def test_a_failed_xla_loses(xla_ms):
     assert jit_calibration.decide(100.0, xla_ms) == (False, "XLA failed")
 
 
-def test_xla_is_only_tried_when_its_compile_fits_the_budget():
-    # A 2 s first step predicts a 10 s compile: over 5 % of 100 s of training, under 5 % of 1000 s.
-    assert jit_calibration.xla_trial_fits(2.0, 10.0, steps_left=10_000)[0] is False
-    assert jit_calibration.xla_trial_fits(2.0, 100.0, steps_left=10_000)[0] is True
-    assert jit_calibration.xla_trial_fits(2.0, 10.0, steps_left=None)[0] is True
+def test_xla_is_only_tried_when_its_trial_fits_the_budget():
+    # A 2 s first step predicts a 10 s compile; with 22 steps of 10 ms the trial is ~10.2 s:
+    # over 10 % of 100 s of training, under 10 % of 1000 s.
+    def fits(first_s, step_ms, steps_left):
+        return jit_calibration.xla_trial_fits(
+            jit_calibration.predict(first_s, step_ms, steps_left)
+        )[0]
+
+    assert fits(2.0, 10.0, steps_left=10_000) is False
+    assert fits(2.0, 100.0, steps_left=10_000) is True
+    assert fits(2.0, 10.0, steps_left=None) is True
+
+
+# -- the rule on a fake clock: no real timing ----------------------------------------------------
+
+
+class _FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class _FakeModel:
+    """A model whose steps cost what they are told on the fake clock: each setting's first step
+    its trace (default) or compile (XLA), then its step time."""
+
+    def __init__(self, clock, first_s, step_s, xla_first_s, xla_step_s):
+        self.clock, self.jit_compile, self.xla_steps = clock, False, 0
+        self.costs = {False: (first_s, step_s), True: (xla_first_s, xla_step_s)}
+
+    def make_train_function(self, force=False):
+        jit, done = self.jit_compile, []
+        first_s, step_s = self.costs[jit]
+
+        def function(iterator):
+            self.clock.now += step_s if done else first_s
+            self.xla_steps += jit
+            done.append(True)
+            return {"loss": 0.0}
+
+        self.train_function = function
+
+
+class _FakeStrategy:
+    num_replicas_in_sync = 1
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+    def experimental_distribute_dataset(self, dataset):
+        return dataset
+
+
+def _fake_build(clock, first_s, step_s, xla_step_s, built=None):
+    """`build` for `calibrate`: a compile of 5x the default's first step, as estimated."""
+
+    def build(jit_compile):
+        model = _FakeModel(clock, first_s, step_s, 5 * first_s, xla_step_s)
+        if built is not None:
+            built.append(model)
+        return model
+
+    return build
+
+
+def _fake_calibrate(steps_left, first_s, step_s, xla_step_s):
+    clock, built = _FakeClock(), []
+    build = _fake_build(clock, first_s, step_s, xla_step_s, built)
+    record = jit_calibration.calibrate(build, [], _FakeStrategy(), steps_left, clock=clock)
+    return record, built[0]
+
+
+def test_a_long_predicted_run_tries_xla_and_keeps_it_when_faster():
+    # The grey 64 px inspection run: 1,290 steps of 1.4 s, a 4 s first step (20 s compile).
+    record, model = _fake_calibrate(1290, 4.0, 1.4, 1.4 / 1.28)
+    assert record["xla_tried"] is True and model.xla_steps > 0
+    assert record["predicted_train_s"] == pytest.approx(1290 * 1.4)
+    assert record["xla_compile_estimate_s"] == pytest.approx(20.0)
+    assert record["default_step_ms"] == pytest.approx(1400)
+    assert record["chosen"] is True and "1.28x faster" in record["reason"]
+    assert "predicted" in jit_calibration.describe(record)
+
+
+def test_xla_is_kept_only_if_faster():
+    record, _ = _fake_calibrate(1290, 4.0, 1.4, 1.5)
+    assert record["xla_tried"] is True and record["chosen"] is False
+    assert "not above" in record["reason"]
+
+
+def test_a_short_predicted_run_does_not_try_xla():
+    # Enough steps to time the default, but 300 steps of 0.05 s are 15 s of training.
+    record, model = _fake_calibrate(300, 0.5, 0.05, 0.01)
+    assert record["xla_tried"] is False and model.xla_steps == 0
+    assert record["chosen"] is False and "XLA not tried" in record["reason"]
+    assert record["predicted_train_s"] == pytest.approx(15.0)
+
+
+def test_a_very_short_run_builds_nothing(tmp_path, monkeypatch):
+    # 50 steps of 0.05 s: under MIN_STEPS, so not even the default is timed.
+    monkeypatch.setattr(jit_calibration, "keras_allows_xla", lambda model: True)
+    config = make_tiny_config(**{"train.epochs": 1})
+    model = _FakeModel(_FakeClock(), 0.5, 0.05, 2.5, 0.01)
+    record = _resolve(config, model, tmp_path, steps_per_epoch=50)
+    assert record["source"] == "skipped" and "50 training steps left" in record["reason"]
+    assert model.xla_steps == 0
+
+
+def test_runs_of_one_step_cost_share_one_calibration(tmp_path, monkeypatch):
+    monkeypatch.setattr(jit_calibration, "keras_allows_xla", lambda model: True)
+    monkeypatch.setattr(jit_calibration, "calibration_dataset", lambda images, config: [])
+    clock, built = _FakeClock(), []
+    build = _fake_build(clock, 4.0, 1.4, 1.0, built)
+
+    def resolve(config, name, steps_per_epoch=645):
+        model = _FakeModel(clock, 0, 0, 0, 0)
+        return jit_calibration.resolve(
+            config,
+            _FakeStrategy(),
+            model,
+            range(64),
+            str(tmp_path / name),
+            steps_per_epoch=steps_per_epoch,
+            initial_epoch=0,
+            build=build,
+            clock=clock,
+        )
+
+    conad = make_tiny_config(**{"model.hypotheses": 8})
+    other_class = make_tiny_config(**{"model.hypotheses": 8, "data.normal_class": "3"})
+    with jit_shared.shared_choices(str(tmp_path / jit_shared.SHARED_FILE)):
+        first = resolve(conad, "a")
+        second = resolve(other_class, "b")
+        # A shorter run of the same shape decides again from the shared timings: its trial would
+        # not have fitted its budget, but the trial is paid already and XLA repays its compile.
+        third = resolve(other_class, "c", steps_per_epoch=120)
+        vae = resolve(make_tiny_config(**{"model.hypotheses": 1}), "d")
+    assert first["source"] == "calibrated" and first["chosen"] is True
+    assert second["source"] == "shared" and second["chosen"] is True
+    assert second["default_step_ms"] == first["default_step_ms"]
+    assert third["source"] == "shared" and third["chosen"] is True
+    assert third["steps_left"] == 240 and third["predicted_train_s"] == pytest.approx(336)
+    assert vae["source"] == "calibrated"
+    assert len(built) == 2  # one throw-away model per step cost
+    # Outside a study nothing is shared.
+    assert resolve(conad, "e")["source"] == "calibrated" and len(built) == 3
 
 
 def test_remaining_steps():
@@ -147,7 +291,7 @@ def _vectors():
 
 @pytest.fixture
 def quick_timing(monkeypatch):
-    monkeypatch.setattr(jit_calibration, "TIMED_STEPS", 3)
+    monkeypatch.setattr(jit_timing, "TIMED_STEPS", 3)
 
 
 def test_a_failing_xla_falls_back_to_the_default(quick_timing):
@@ -216,7 +360,9 @@ def test_auto_calibrates_stores_and_reuses_the_choice(tmp_path, monkeypatch):
     }
     calls = []
     monkeypatch.setattr(
-        jit_calibration, "calibrate", lambda *args: calls.append(args[-1]) or dict(calibrated)
+        jit_calibration,
+        "calibrate",
+        lambda *args, **kwargs: calls.append(args[-1]) or dict(calibrated),
     )
     config, model = _tiny_model("auto")
     assert _resolve(config, model, tmp_path, steps_per_epoch=3) == calibrated

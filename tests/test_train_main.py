@@ -55,6 +55,8 @@ def test_train_and_evaluate_writes_metrics(tmp_path):
         ("--config.data.normal_class=12", "data.normal_class='12'"),
         ("--config.model.latent_dim=0", "model.latent_dim=0"),
         ("--config.data.name=folders --config.data.root=/no/such/dir", "/no/such/dir"),
+        ("--config.train.g_lr=inf", "train.g_lr=inf: expected a finite number"),
+        ("--config.loss.kl_weight=-inf", "loss.kl_weight=-inf: expected a finite number"),
     ],
 )
 def test_bad_config_values_give_a_clear_error(tmp_path, flag, expected):
@@ -62,6 +64,7 @@ def test_bad_config_values_give_a_clear_error(tmp_path, flag, expected):
     assert result.returncode == 2
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
+    assert os.listdir(tmp_path) == []  # refused before anything was written
 
 
 def test_evaluate_without_a_trained_model_says_so(tmp_path):

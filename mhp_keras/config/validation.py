@@ -7,6 +7,9 @@ This is the only place that words errors as `config.` keys. The model's ranges c
 
 from __future__ import annotations
 
+import math
+import numbers
+
 from mhp_keras.config.model_settings import CONFIG_KEYS, RULES, conad_arguments
 from mhp_keras.data.image_files import ON_BAD_FILE
 from mhp_keras.data.pipeline import CROP_MODES
@@ -33,8 +36,20 @@ def _check_model(config) -> None:
         _check(valid(arguments[arg], arguments), CONFIG_KEYS[arg], arguments[arg], expected)
 
 
+def _check_finite(config, prefix: str = "") -> None:
+    """No number anywhere in the config is NaN or infinite: no setting means either, and a range
+    check such as `g_lr > 0` lets +inf through."""
+    for key, value in config.items():
+        if hasattr(value, "items"):
+            _check_finite(value, f"{prefix}{key}.")
+        elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+            _check(math.isfinite(value), f"{prefix}{key}", value, "a finite number")
+
+
 def validate_config(config) -> None:
     from mhp_keras.data.registry import DATASETS
+
+    _check_finite(config)
 
     _check(
         config.data.name in DATASETS, "data.name", config.data.name, f"one of {sorted(DATASETS)}"

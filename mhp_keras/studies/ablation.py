@@ -11,7 +11,9 @@ keeps a kill cheap:
   are reused;
 * a run killed mid-way resumes from its last epoch (experiment.run's backup: same folder, same
   config);
-* the tables (`mhp_keras.studies.class_table`) are rewritten atomically after every finished run.
+* the tables (`mhp_keras.studies.class_table`) are rewritten atomically after every finished run;
+* `train.jit_compile=auto` calibrates once per step cost (`<workdir>/jit_choices.json`, by
+  `mhp_keras.training.jit_shared.cost_key`), not once per run: 60 runs share 3 calibrations.
 
 `--mode=benchmark_classes` is the same loop with one variant, the config as given, in
 `<workdir>/class_<name>/seed_<s>/`, writing the per-class tables.
@@ -39,6 +41,9 @@ from mhp_keras.errors import ConfigError, UserError
 from mhp_keras.studies import class_table
 
 VARIANT_PATTERNS = "vae, vae-gan, mhp-wta-H, conad-H (H >= 2 hypotheses, e.g. conad-8)"
+# The XLA calibrations the runs share (mhp_keras.training.jit_shared.SHARED_FILE, without
+# importing TF).
+JIT_CHOICES = "jit_choices.json"
 _VARIANT = re.compile(r"vae|vae-gan|mhp-wta-(\d+)|conad-(\d+)")
 
 
@@ -266,10 +271,24 @@ def run_grid(
     label: str,
     strategy: str = "default",
     overwrite: bool = False,
+    jit_choices: str | None = None,
 ) -> dict:
     """Runs (or reuses) every run in order, filling `results[variant][class]` with run records
     and calling `write_tables(results)` after every trained run (and once at the end if reused
-    runs came after it), so that a kill loses at most the run in progress."""
+    runs came after it), so that a kill loses at most the run in progress. `jit_choices`: the
+    file where runs of one step cost share their XLA calibration (`--overwrite` clears it)."""
+    import contextlib
+
+    from mhp_keras.training import jit_shared
+
+    if jit_choices and overwrite and os.path.exists(jit_choices):
+        os.remove(jit_choices)
+    with jit_shared.shared_choices(jit_choices) if jit_choices else contextlib.nullcontext():
+        return _run_cells(config, runs, write_tables, results, label, strategy, overwrite)
+
+
+def _run_cells(config, runs, write_tables, results, label, strategy, overwrite) -> dict:
+    """`run_grid`'s loop."""
     import keras
 
     from mhp_keras.training import distribute
@@ -321,6 +340,7 @@ def run_ablation(
         label="ablation",
         strategy=strategy,
         overwrite=overwrite,
+        jit_choices=os.path.join(workdir, JIT_CHOICES),
     )
     table = class_table.summarise_variants(results)
     means = ", ".join(
@@ -348,6 +368,7 @@ def run_benchmark_classes(
         label="benchmark_classes",
         strategy=strategy,
         overwrite=overwrite,
+        jit_choices=os.path.join(workdir, JIT_CHOICES),
     )
     paths = class_table.class_table_paths(workdir)
     summary = f"RESULT per-class table written to {paths['markdown']}"

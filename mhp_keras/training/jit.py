@@ -1,53 +1,52 @@
 """`train.jit_compile=auto`: train with XLA only where it is faster on the machine that trains.
 
-XLA's effect on this model depends on the CPU: `jit_compile=True` was 0.70x on a 2-core Intel Xeon
-with AVX-512 and 1.40x on a 2-core AMD EPYC without it (benchmarks/README.md), so no fixed default
-is right everywhere. With "auto", `resolve` times real training steps of both settings just before
-`fit` and compiles the trained model with the faster one:
+XLA is slower on some CPUs and faster on others (measured: benchmarks/README.md), so no fixed
+default is right everywhere. With "auto", `resolve` times
+training steps of both settings just before `fit` and trains with the faster:
 
-- The steps run on a throw-away model built from the same config, inside the same
-  `tf.distribute` scope, after the trained model has been built and restored. The trained model's
-  weights, optimizer state and step counter (which seeds the step's random draws) are never
-  touched, and the Python and NumPy random states are put back afterwards, so a run with "auto"
-  trains exactly as a run forced to the chosen setting (a test checks the weights).
-- The batches are real training images at the training shape, held in memory so that the input
-  pipeline adds no noise. Each setting gets `WARMUP_STEPS` untimed steps (the first traces, and for
-  XLA compiles) and then `TIMED_STEPS` timed steps, interleaved round by round so that drifting
-  load hits both alike; a setting's time is the median.
-- XLA's compile takes seconds (15-22 s measured here, 3-6x the default's first step), so it is
-  only tried when it fits in `TRIAL_BUDGET` of the predicted training time; a run of fewer than
-  `MIN_STEPS` steps builds nothing at all. XLA then wins only if it is more than `MIN_SPEEDUP`
-  faster and its extra compile in `fit` is repaid by the steps left. An XLA that fails to compile
-  or run falls back to the default, with the error logged. Keras never XLA-compiles under op
-  determinism (`train.deterministic=True`), so nothing is timed then.
-- With more than one replica (`--strategy=mirrored` on several devices, multi-worker) XLA is not
-  tried, as Keras's own `jit_compile="auto"` never uses it under `tf.distribute`: on CPUs XLA has
-  no collectives, and such a failed attempt, although caught, crashed the workers at exit.
-- The choice is stored in the resume state's folder (`<workdir>/backup/jit_choice.json`), which
-  `--overwrite` clears with the backup, and a resumed run reuses it, so every epoch of a run trains
-  with the same setting.
+- on a throw-away model of the same config and `tf.distribute` scope, on real training images
+  held in memory; the trained model's weights, optimizer state and step counter are never
+  touched and the Python and NumPy random states are put back, so "auto" trains exactly as a
+  run forced to its choice (a test checks the weights). `WARMUP_STEPS` untimed steps, then
+  `TIMED_STEPS` per setting interleaved round by round; a setting's time is the median.
+- by time, not step count (a 64 px step costs 20 times a 32 px one): the default's steps
+  predict the run's training time (`predict`), and XLA is tried when its trial (the compile,
+  estimated from the default's first step, and `TRIAL_STEPS` steps) fits in `TRIAL_BUDGET` of
+  it. Under `MIN_STEPS` steps even a free compile cannot fit: nothing is built. XLA wins only if
+  over `MIN_SPEEDUP` faster and its extra compile in `fit` is repaid; an XLA that fails falls
+  back to the default, logged. Nothing is timed under op determinism (Keras refuses XLA), nor
+  with several replicas (Keras's own "auto" never uses XLA under `tf.distribute`; on CPUs XLA
+  has no collectives, and a caught failure still crashed the workers at exit).
+- The choice is stored in `<workdir>/backup/jit_choice.json` (cleared by `--overwrite`) and a
+  resumed run reuses it. Within `jit_shared.shared_choices` (ablation, class tables) a
+  calibration is also reused by every later run of the same step cost (`jit_shared.cost_key`),
+  decided again for its length. The steps are timed by `mhp_keras.training.jit_timing`.
 
 "true" / "false" force the setting; nothing is timed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
-import json
 import math
 import os
-import random
 import time
 import warnings
 
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
-from mhp_keras.data.pipeline import make_dataset
 from mhp_keras.hardware import cpu_model_name
 from mhp_keras.io_utils import write_json_atomic
+from mhp_keras.training import jit_shared
+from mhp_keras.training.jit_timing import (  # noqa: F401  (calibration_dataset: for resolve's callers)
+    TIMED_STEPS,
+    WARMUP_STEPS,
+    Steps,
+    calibration_dataset,
+    preserved_random_state,
+    time_xla,
+)
 
 AUTO = "auto"
 # What the config may say, as the docs and errors spell it; `parse_setting` also takes booleans,
@@ -55,30 +54,24 @@ AUTO = "auto"
 SETTINGS = ("auto", "true", "false")
 _TEXT = {"auto": AUTO, "true": True, "1": True, "false": False, "0": False}
 
-# Untimed steps per setting, the first (tracing, or XLA compiling) one included. The step after
-# the first was already at its steady time here; one more absorbs stragglers.
-WARMUP_STEPS = 3
-# Timed steps per setting, one per round. Single steps moved by +-20 % under the load of a shared
-# 2-core machine; the median of ten is within about 5 %, which tells the 0.70x and 1.40x measured
-# on two machines from 1x, for a few seconds of steps.
-TIMED_STEPS = 10
-# XLA's first step (trace + compile) over the default's first step (trace), measured 3.3x to 6.1x
-# on a loaded 2-core Xeon (16x16 to 32x32x3 models); predicts the trial's cost before paying it.
+# XLA's first step (trace + compile) over the default's first step (trace), a middle value of the
+# ratios measured in benchmarks/README.md; the trace grows with the graph, so this estimates the
+# compile by the model's size before paying it.
 XLA_COMPILE_OVER_TRACE = 5.0
-# The XLA trial is skipped when its predicted compile exceeds this fraction of the training time.
-TRIAL_BUDGET = 0.05
-# Below this many steps left nothing is built or timed. The default's first step took 30-150
-# steps' time here, so XLA's predicted compile is 150-750 steps and needs 3,000-15,000 steps of
-# training to fit in TRIAL_BUDGET: a shorter run would pay for a throw-away model to learn that.
-MIN_STEPS = 2000
+# XLA is tried when its trial (compile and steps) is predicted to cost at most this fraction of
+# the training time: a lost trial then wastes at most this much, a won one (the speed-ups in
+# benchmarks/README.md) saves more than that.
+TRIAL_BUDGET = 0.10
+# The trial's steps beyond the compile: XLA's other warm-up steps and both settings' timed ones.
+TRIAL_STEPS = WARMUP_STEPS - 1 + 2 * TIMED_STEPS
+# Below this many steps left nothing is built or timed: the trial's steps alone exceed the budget.
+MIN_STEPS = math.ceil(TRIAL_STEPS / TRIAL_BUDGET)
 # XLA must be faster than this to be chosen, as the benchmark's rule for changing a default:
 # measurements on a shared machine move by a few percent.
 MIN_SPEEDUP = 1.05
 CHOICE_FILE = "jit_choice.json"
 NO_XLA = "Keras does not XLA-compile this model here (never with train.deterministic=True)"
 MANY_REPLICAS = "XLA is not tried with {} replicas (on CPUs XLA has no collectives)"
-# How many distinct real batches the calibration cycles through.
-CALIBRATION_BATCHES = 4
 
 
 def parse_setting(value) -> str | bool:
@@ -134,81 +127,26 @@ def decide(
     return True, f"XLA is {speedup:.2f}x faster"
 
 
-def xla_trial_fits(default_first_s: float, default_step_ms: float, steps_left: int | None):
-    """(try XLA, why not): whether XLA's predicted compile fits in `TRIAL_BUDGET` of training."""
-    if steps_left is None:
-        return True, ""
-    training_s = steps_left * default_step_ms / 1000
+def predict(default_first_s: float, default_step_ms: float, steps_left: int | None) -> dict:
+    """The run's training time predicted from the default's timed steps, and XLA's cost."""
     compile_s = XLA_COMPILE_OVER_TRACE * default_first_s
-    if compile_s <= TRIAL_BUDGET * training_s:
+    return {
+        "predicted_train_s": None if steps_left is None else steps_left * default_step_ms / 1000,
+        "xla_compile_estimate_s": compile_s,
+        "xla_trial_estimate_s": compile_s + TRIAL_STEPS * default_step_ms / 1000,
+    }
+
+
+def xla_trial_fits(prediction: dict) -> tuple[bool, str]:
+    """(try XLA, why not): whether XLA's predicted trial fits in `TRIAL_BUDGET` of training."""
+    training_s, trial_s = prediction["predicted_train_s"], prediction["xla_trial_estimate_s"]
+    if training_s is None or trial_s <= TRIAL_BUDGET * training_s:
         return True, ""
     return False, (
-        f"XLA not tried: its compile (about {compile_s:.0f} s predicted) would cost more than "
-        f"{TRIAL_BUDGET:.0%} of the ~{training_s:.0f} s of training left"
+        f"XLA not tried: its trial (about {trial_s:.0f} s predicted, "
+        f"{prediction['xla_compile_estimate_s']:.0f} s of it compiling) would cost more than "
+        f"{TRIAL_BUDGET:.0%} of the ~{training_s:.0f} s of training predicted"
     )
-
-
-def calibration_dataset(images, config) -> tf.data.Dataset:
-    """`CALIBRATION_BATCHES` full global batches of real training images, repeated, from memory.
-
-    The images are read in file order without shuffling (shape, not content, sets a step's cost),
-    from a pipeline of their own: iterating the training dataset would move its shuffle state.
-    Fewer images than the batches need are repeated, so every batch has the training shape.
-    """
-    batch = config.data.batch_size
-    ds = make_dataset(
-        images,
-        channels=config.data.channels,
-        image_size=config.data.image_size,
-        batch_size=batch,
-        training=False,
-        cache=False,
-    )
-    pixels = tf.concat([row["image"] for row in ds.take(CALIBRATION_BATCHES)], axis=0)
-    pixels = tf.gather(pixels, tf.range(CALIBRATION_BATCHES * batch) % tf.shape(pixels)[0])
-    options = tf.data.Options()
-    # Nothing to tune in memory; the autotuner's thread would only add noise to the timings.
-    options.autotune.enabled = False
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return tf.data.Dataset.from_tensor_slices(pixels).batch(batch).repeat().with_options(options)
-
-
-class _Steps:
-    """One setting's `train_function` on the throw-away model, run and timed a step at a time."""
-
-    def __init__(self, model, jit_compile: bool, iterator, clock):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Keras warns when it refuses XLA; raised below
-            model.jit_compile = jit_compile
-        if model.jit_compile != jit_compile:  # Keras turns it off for models it cannot compile
-            raise RuntimeError("Keras reports that this model does not support jit_compile")
-        model.make_train_function(force=True)
-        self.function, self.iterator, self.clock = model.train_function, iterator, clock
-
-    def step(self) -> float:
-        start = self.clock()
-        logs = self.function(self.iterator)
-        for value in tf.nest.flatten(logs):
-            np.asarray(value)  # waits for the step to finish
-        return self.clock() - start
-
-
-@contextlib.contextmanager
-def _preserved_random_state():
-    """Building the throw-away model draws initializer seeds from Python's `random`; put the
-    state back so that nothing after the calibration draws differently from a forced run."""
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    try:
-        yield
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-
-
-def _error_text(exc: Exception) -> str:
-    """An exception in one line, without the Python traceback TF puts inside its messages."""
-    lines = [line.strip() for line in str(exc).splitlines() if not line.startswith("  ")]
-    return f"{type(exc).__name__}: {' '.join(line for line in lines if line)}"[:1000]
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -216,38 +154,25 @@ def _finite_or_none(value: float) -> float | None:
 
 
 def calibrate(build, dataset, strategy, steps_left: int | None, clock=time.perf_counter) -> dict:
-    """Times the default and the XLA step on a throw-away model from `build(jit_compile)` and
-    returns the record of the choice (see `resolve`)."""
+    """Times the default step on a throw-away model from `build(jit_compile)`, predicts the run
+    from it, times XLA's step if its trial fits, and returns the record of the choice (see
+    `resolve`). `clock` (seconds) is injectable so that tests can drive the rule."""
     start = clock()
     xla_first = xla_ms = math.inf
     timed, error = 0, None
-    with _preserved_random_state(), strategy.scope():
+    with preserved_random_state(), strategy.scope():
         model = build(False)
         iterator = iter(strategy.experimental_distribute_dataset(dataset))
-        steps = {False: _Steps(model, False, iterator, clock)}
+        steps = {False: Steps(model, False, iterator, clock)}
         default_first = steps[False].step()
         warm = [steps[False].step() for _ in range(WARMUP_STEPS - 1)]
         default_ms = 1000 * float(np.median(warm))
-        trial, reason = xla_trial_fits(default_first, default_ms, steps_left)
-        if trial:
-            try:
-                steps[True] = _Steps(model, True, iterator, clock)
-                xla_first = steps[True].step()
-                for _ in range(WARMUP_STEPS - 1):
-                    steps[True].step()
-                times = {False: [], True: []}
-                for round_index in range(TIMED_STEPS):
-                    # Alternating which goes first cancels any effect of the order.
-                    for jit in (False, True) if round_index % 2 == 0 else (True, False):
-                        times[jit].append(steps[jit].step())
-                timed = TIMED_STEPS
-                default_ms, xla_ms = (1000 * float(np.median(times[j])) for j in (False, True))
-            except Exception as exc:  # XLA's failures come as assorted tf.errors and more
-                error = _error_text(exc)
-                xla_first = xla_ms = math.inf
-                logging.warning(
-                    "train.jit_compile=auto: XLA failed, training without it: %s", error
-                )
+        prediction = predict(default_first, default_ms, steps_left)
+        tried, reason = xla_trial_fits(prediction)
+        chosen = False
+        if tried:
+            xla_first, timed_ms, xla_ms, timed, error = time_xla(steps, model, iterator, clock)
+            default_ms = timed_ms or default_ms
             chosen, reason = decide(
                 default_ms,
                 xla_ms,
@@ -255,8 +180,6 @@ def calibrate(build, dataset, strategy, steps_left: int | None, clock=time.perf_
                 xla_first_s=xla_first,
                 steps_left=steps_left,
             )
-        else:
-            chosen = False
         # The throw-away model and its traced steps can hold hundreds of MB: free them now.
         del model, steps, iterator
         gc.collect()
@@ -265,6 +188,8 @@ def calibrate(build, dataset, strategy, steps_left: int | None, clock=time.perf_
         "source": "calibrated",
         "chosen": chosen,
         "reason": reason,
+        "xla_tried": tried,
+        **prediction,
         "default_step_ms": default_ms,
         "xla_step_ms": _finite_or_none(xla_ms),
         "default_first_step_s": default_first,
@@ -295,7 +220,9 @@ def describe(record: dict) -> str:
     return (
         f"default step {seconds('default_step_ms', 'ms')}, XLA step {seconds('xla_step_ms', 'ms')}"
         f" (first steps {seconds('default_first_step_s', 's')} and "
-        f"{seconds('xla_first_step_s', 's')}); {record['reason']}: training "
+        f"{seconds('xla_first_step_s', 's')}); training predicted "
+        f"{seconds('predicted_train_s', 's')}, XLA's compile "
+        f"{seconds('xla_compile_estimate_s', 's')}; {record['reason']}: training "
         f"{'with' if record['chosen'] else 'without'} XLA. Calibration took "
         f"{record['calibration_seconds']:.1f} s."
     )
@@ -325,18 +252,37 @@ def keras_allows_xla(model) -> bool:
 
 
 def _stored_choice(path: str) -> dict | None:
-    try:
-        with open(path, encoding="utf-8") as f:
-            stored = json.load(f)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        logging.warning("Ignoring unreadable %s (%s); calibrating again.", path, exc)
-        return None
-    if not isinstance(stored, dict) or not isinstance(stored.get("chosen"), bool):
+    stored = jit_shared.read_json(path)
+    if stored is not None and not (
+        isinstance(stored, dict) and isinstance(stored.get("chosen"), bool)
+    ):
         logging.warning("Ignoring %s: it holds no choice; calibrating again.", path)
         return None
     return stored
+
+
+def _from_shared(key: str, steps_left: int) -> dict | None:
+    """The shared calibration of this step cost decided again for `steps_left`; None: calibrate
+    (none shared, or XLA was not tried on a shorter run and its trial now fits)."""
+    shared = jit_shared.lookup(key)
+    if not isinstance(shared, dict) or "default_step_ms" not in shared:
+        return None
+    default_ms, default_first = shared["default_step_ms"], shared["default_first_step_s"]
+    prediction = predict(default_first, default_ms, steps_left)
+    tried, reason = xla_trial_fits(prediction)
+    chosen = False
+    if shared.get("xla_tried"):
+        chosen, reason = decide(
+            default_ms,
+            shared.get("xla_step_ms"),
+            default_first_s=default_first,
+            xla_first_s=shared.get("xla_first_step_s") or 0.0,
+            steps_left=steps_left,
+        )
+    elif tried:
+        return None
+    changes = {"source": "shared", "chosen": chosen, "reason": reason, "steps_left": steps_left}
+    return {**shared, **prediction, **changes, "calibration_seconds": 0.0}
 
 
 def resolve(
@@ -349,10 +295,12 @@ def resolve(
     steps_per_epoch: int | None,
     initial_epoch: int,
     build,
+    clock=time.perf_counter,
 ) -> dict:
     """Sets `model.jit_compile` (before `fit` traces the step) from `config.train.jit_compile`
     and returns the record for `metrics.json`: the setting, `chosen`, `source` (forced,
-    calibrated, reused or skipped) and, when calibrated, both timings and the cost.
+    calibrated, shared, reused or skipped) and, when calibrated, the prediction, both timings
+    and the cost.
 
     `build(jit_compile)` builds and compiles a model of the same config under `strategy` (the
     throw-away one); the choice of a calibration is stored in `state_dir` and reused on resume.
@@ -374,11 +322,19 @@ def resolve(
         )
     else:
         left = remaining_steps(config, steps_per_epoch, len(train_images), initial_epoch)
+        key = jit_shared.cost_key(config)
         if left < MIN_STEPS:
-            record = _skipped(f"{left} training steps left, too few to repay XLA's compile")
+            record = _skipped(
+                f"{left} training steps left: XLA's trial ({TRIAL_STEPS} steps and a compile) "
+                f"cannot fit in {TRIAL_BUDGET:.0%} of them"
+            )
+        elif (record := _from_shared(key, left)) is not None:
+            logging.info("train.jit_compile=auto, shared by this step cost: %s", describe(record))
         else:
-            record = calibrate(build, calibration_dataset(train_images, config), strategy, left)
+            dataset = calibration_dataset(train_images, config)
+            record = calibrate(build, dataset, strategy, left, clock=clock)
             logging.info("train.jit_compile=auto: %s", describe(record))
+            jit_shared.store(key, record)
         # Stored even when skipped: a resumed run that was given more epochs keeps the setting.
         write_json_atomic(path, record)
     model.jit_compile = record["chosen"]
