@@ -18,12 +18,28 @@ _moved.install()  # old module paths (mhp_keras.export, ...) stay importable
 
 
 def load_model(path: str):
-    """Loads a saved `.keras` ConAD model (registering the custom classes first)."""
+    """Loads a saved `.keras` ConAD model (registering the custom classes first).
+
+    A file that is not a whole `.keras` archive (cut short by a killed copy or a full disk) raises
+    a ValueError that names it and says so; Keras alone says "File not found" of such a file.
+    """
+    import os
+    import zipfile
+
     import keras
 
     import mhp_keras.models  # noqa: F401  (registers ConAD and its layers with Keras)
 
-    return keras.saving.load_model(path)
+    path = os.fspath(path)
+    if str(path).endswith(".keras") and os.path.isfile(path) and not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{path} is not a complete .keras model file (it may have been cut short by a killed "
+            "copy or a full disk): train again, or copy a complete model.keras."
+        )
+    try:
+        return keras.saving.load_model(path)
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise ValueError(f"{path} cannot be read as a .keras model ({e}).") from None
 
 
 def __getattr__(name: str):

@@ -15,3 +15,7 @@ class DataError(UserError):
 
 class ConfigError(UserError):
     """A config value is out of range or unknown."""
+
+
+class DiskFull(UserError):
+    """The device of an output has no room for it; what was written before is kept."""

@@ -57,6 +57,42 @@ def atomic_path(path: str, suffix: str = "", *, overwrite: bool = True):
         raise
 
 
+# errno values that mean "no room on this device" (a full disk, a used-up quota).
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# Room kept beyond a file's own size: its container's overhead and the small files around it.
+SPACE_MARGIN = 64 * 1024
+
+
+def ensure_free_space(path: str, needed: int, what: str, then: str) -> None:
+    """Raises DiskFull before writing `needed` bytes to `path` when its device has less room.
+
+    Some writers cannot fail cleanly on a full device: h5py, inside Keras' weight saving,
+    segfaults when a write returns ENOSPC. So their space is checked before they start. `what`
+    names the file for the message, `then` says what happens next and what to do.
+    """
+    from mhp_keras.errors import DiskFull
+
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    free = shutil.disk_usage(parent).free
+    if free < needed:
+        raise DiskFull(
+            f"no space left on the device of {parent} for {what} {path} (about "
+            f"{_size(needed)} needed, {_size(free)} free). {then}"
+        )
+
+
+def needed_bytes(path: str, estimate: int) -> int:
+    """The room to keep for rewriting `path`: its current size or `estimate`, whichever is
+    larger, plus SPACE_MARGIN (the new file is written beside the old one)."""
+    size = os.path.getsize(path) if os.path.isfile(path) else 0
+    return int(max(size, estimate) * 1.05) + SPACE_MARGIN
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"
+
+
 def temporary_prefix(name: str) -> str:
     """The hidden name prefix of this process's temporaries for `name`: `.<name>.tmp-<pid>-`."""
     return f".{name}.tmp-{os.getpid()}-"

@@ -13,9 +13,10 @@ import sys
 from absl import app, flags
 
 from mhp_keras.cli import config_files
-from mhp_keras.cli.exits import fail, sentences
+from mhp_keras.cli.exits import fail, interrupted, sentences
 from mhp_keras.cli.quiet import set_python_log_levels
 from mhp_keras.errors import UserError
+from mhp_keras.io_utils import DISK_FULL_ERRNOS
 
 _FLAGS_HINT = "See --help for the flags."
 
@@ -28,6 +29,17 @@ def run_app(main) -> None:
             return main(argv)
         except UserError as error:
             fail(str(error))
+        except KeyboardInterrupt:
+            interrupted()
+        except OSError as error:
+            if error.errno not in DISK_FULL_ERRNOS:
+                raise
+            where = f" writing {error.filename}" if error.filename else ""
+            fail(
+                f"no space left on the device{where} ({error.strerror}). Files are written whole "
+                "or not at all, so what was written before is intact: free some space and run "
+                "the same command again."
+            )
 
     _help_for_console_script(main.__module__)
     app.run(guarded_main, flags_parser=parse_flags)

@@ -12,6 +12,17 @@ from mhp_keras.errors import UserError
 
 EXIT_USER_ERROR = 2
 EXIT_PARTIAL = 3  # mhp-predict: scores.csv written, but some files could not be scored
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
+INTERRUPTED = (
+    "interrupted (Ctrl-C). Every file is written whole or not at all, so nothing is half-written; "
+    "run the same command again (a training run resumes from its last completed epoch)."
+)
+
+
+def interrupted() -> NoReturn:
+    """Ctrl-C: one line on stderr instead of a traceback, and status 130."""
+    print(INTERRUPTED, file=sys.stderr)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 def fail(message: str) -> NoReturn:

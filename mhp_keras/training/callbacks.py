@@ -15,10 +15,12 @@ import os
 
 import h5py
 import keras
+import numpy as np
 from absl import logging
 
 from mhp_keras.config.defaults import base_config
-from mhp_keras.io_utils import atomic_path
+from mhp_keras.errors import UserError
+from mhp_keras.io_utils import atomic_path, ensure_free_space, needed_bytes
 
 EPOCH_ATTR = "mhp_keras_epoch"
 BACKUP_FILE = "latest.weights.h5"
@@ -136,6 +138,29 @@ def flagged(guard, logs) -> bool:
     return bool(non_finite_logs(logs)) or (guard is not None and guard.diverged is not None)
 
 
+# What a run does after its disk filled up, for the DiskFull message.
+DISK_FULL_THEN = (
+    "Training stopped; the last good checkpoint and resume backup are kept. Free some space and "
+    "run the same command again: it resumes from the last completed epoch."
+)
+
+
+def state_bytes(model) -> int:
+    """The bytes of the model's variables and of its optimizers' (what a save writes)."""
+    variables = list(model.variables)
+    for name in ("optimizer", "g_optimizer", "d_optimizer"):
+        optimizer = getattr(model, name, None)
+        if optimizer is not None and getattr(optimizer, "built", False):
+            variables += list(optimizer.variables)
+    unique = {id(v): v for v in variables}.values()
+    return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in unique)
+
+
+def check_space(model, path: str, what: str) -> None:
+    """DiskFull, before anything is written, if `path`'s device cannot take a save of `model`."""
+    ensure_free_space(path, needed_bytes(path, state_bytes(model)), what, DISK_FULL_THEN)
+
+
 class AtomicModelCheckpoint(keras.callbacks.Callback):
     """Saves the whole model to `path` at every epoch end, atomically, unless the epoch's losses
     are not finite (after a divergence the previous good model stays)."""
@@ -149,6 +174,7 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
         if flagged(self.guard, logs):
             logging.warning("Not checkpointing epoch %d: it diverged.", epoch + 1)
             return
+        check_space(self.model, self.path, "the checkpoint")
         with atomic_path(self.path, suffix=os.path.splitext(self.path)[1]) as tmp:
             self.model.save(tmp, overwrite=True)
 
@@ -168,6 +194,7 @@ class EpochBackup(keras.callbacks.Callback):
         if flagged(self.guard, logs):
             logging.warning("Not backing up epoch %d: it diverged.", epoch + 1)
             return
+        check_space(self.model, self.path, "the resume backup")
         write_backup(self.model, self.path, epoch + 1)
 
 
@@ -214,8 +241,18 @@ def restore_backup(model, backup_dir: str) -> int:
     path = backup_path(backup_dir)
     if not os.path.exists(path):
         return 0
-    model.load_weights(path)
-    with h5py.File(path, "r") as f:
-        epoch = int(f.attrs[EPOCH_ATTR])
+    try:
+        with h5py.File(path, "r") as f:
+            epoch = int(f.attrs[EPOCH_ATTR])
+        model.load_weights(path)
+    except (OSError, KeyError, ValueError) as e:
+        # A backup is only ever replaced whole, so a damaged one was cut short from outside: a
+        # killed copy, a full disk on another machine, a sync tool.
+        reason = str(e).split("\n")[0][:200]
+        raise UserError(
+            f"the resume backup {path} cannot be read ({reason}); it was probably cut short (a "
+            "killed copy or a full disk). Delete it to train this --workdir again from the start, "
+            "or pass --overwrite to discard the whole run."
+        ) from None
     logging.info("Resumed from %s after epoch %d.", path, epoch)
     return epoch

@@ -302,6 +302,7 @@ def train(config, data, workdir: str, strategy_name: str = "default", extra_call
 
 
 def save_model(model, path: str) -> None:
+    cb.check_space(model, path, "the trained model")
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
 
@@ -313,7 +314,10 @@ def load_trained(workdir: str):
             f"No trained model at {path}: run with --mode=train (or train_and_evaluate) and this "
             "--workdir first."
         )
-    return mhp_keras.load_model(path)
+    try:
+        return mhp_keras.load_model(path)
+    except ValueError as e:  # mhp_keras.load_model words a damaged file as such
+        raise UserError(str(e)) from None
 
 
 def export(model, config, workdir: str) -> str:
