@@ -104,3 +104,22 @@ def test_without_a_discriminator_the_share_is_zero():
     callback = dg.MechanismDiagnostics(images)
     callback.set_model(model)
     assert callback.measure()["adv_grad_share"] == 0.0
+
+
+def test_a_run_records_the_diagnostics_every_epoch(tmp_path, tiny_config):
+    import csv
+    import json
+
+    from mhp_keras.training.experiment import run
+
+    config = tiny_config(**{"train.epochs": 3, "train.jit_compile": "false"})
+    metrics = run(config, str(tmp_path), "train_and_evaluate")
+    with open(tmp_path / "history.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3
+    for name in dg.NAMES:
+        assert all(np.isfinite(float(row[name])) for row in rows)
+    stored = json.loads((tmp_path / "metrics.json").read_text())["mechanism"]
+    assert stored["epochs_measured"] == 3
+    assert stored["adv_grad_share"] == pytest.approx(float(rows[-1]["adv_grad_share"]), rel=1e-5)
+    assert metrics["mechanism"] == stored

@@ -234,6 +234,25 @@ def test_health_says_once_when_the_discriminator_wins_everything():
     assert logs[0][HEAD_SHARE_KEY] == 0.5
 
 
+def test_health_says_when_the_discriminator_does_not_reach_the_generator():
+    health = TrainingHealth(adversarial=True, adv_share_limit=0.01, patience=2)
+    balanced = {"d_acc_real": 0.8, "d_acc_fake": 0.8, "adv_grad_share": 0.2}
+    unreached = dict(balanced, adv_grad_share=4e-4)
+    feed_health(health, [balanced] * 4 + [unreached] * 2)
+    (message,) = health.warnings
+    assert "does not reach the generator" in message and "4.0e-04" in message
+    assert "Raise config.loss.adv_weight" in message and "epoch 6" in message
+
+
+def test_a_dominant_discriminator_that_does_not_reach_the_generator_is_not_weakened():
+    # D wins everything yet its gradient is negligible: the advice is to weigh it more.
+    health = TrainingHealth(adversarial=True, d_acc_limit=0.95, adv_share_limit=0.01, patience=2)
+    feed_health(health, [{"d_acc_real": 1.0, "d_acc_fake": 1.0, "adv_grad_share": 3e-4}] * 4)
+    dominance = [w for w in health.warnings if "has won" in w]
+    assert len(dominance) == 1 and "raise config.loss.adv_weight rather than" in dominance[0]
+    assert "Lower config.loss.adv_weight" not in dominance[0]
+
+
 def test_health_is_quiet_in_the_warm_up_and_below_the_limit():
     health = TrainingHealth(adversarial=True, d_acc_limit=0.97, patience=5)
     early = {"d_acc_real": 1.0, "d_acc_fake": 1.0, "win_0": 1.0, "win_1": 0.0}

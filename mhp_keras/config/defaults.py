@@ -108,6 +108,9 @@ def _train_section() -> ml_collections.ConfigDict:
     # head winning more than health_head_share of the images, for health_epochs epochs in a row.
     s.health_d_acc = 0.97
     s.health_head_share = 0.95
+    # ... or the discriminator's gradient share (adv_grad_share, training/diagnostics.py) below
+    # this: D does not reach the generator.
+    s.health_adv_share = 0.01
     s.health_epochs = 5
     s.verbose = 2  # keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch
     return s

@@ -89,25 +89,30 @@ class MechanismDiagnostics(keras.callbacks.Callback):
         self.images = tf.constant(np.asarray(images, np.float32))
         self.history: list[dict] = []
 
-    def measure(self) -> dict:
+    def set_model(self, model):
+        super().set_model(model)
+        # One traced graph per model: an eager pass would cost as much as many training steps.
+        self._measure = tf.function(self._values)
+
+    def _values(self, images):
         model = self.model
         variables = last_shared_layer(model.decoder).trainable_weights
         with tf.GradientTape(persistent=True) as tape:
-            out = model.per_sample_losses(self.images, training=False)
+            out = model.per_sample_losses(images, training=False)
             nll = tf.reduce_mean(out["recon"])
             adv = model.adv_weight * tf.reduce_mean(out["g_adv"])
         nll_norm = global_norm(tape.gradient(nll, variables))
         adv_norm = global_norm(tape.gradient(adv, variables)) if model.adversarial else 0.0
         del tape
-        scored = model.analyze(self.images)
-        values = {
-            "adv_grad_share": float(adv_norm / (nll_norm + TINY)),
-            "head_diversity": float(
-                head_diversity(self.images, scored["hypotheses"], _image_winner(scored))
-            ),
-            "sharpness": float(sharpness(self.images, scored["best_hypothesis"])),
+        scored = model.scorer.analyze(images)
+        return {
+            "adv_grad_share": adv_norm / (nll_norm + TINY),
+            "head_diversity": head_diversity(images, scored["hypotheses"], _image_winner(scored)),
+            "sharpness": sharpness(images, scored["best_hypothesis"]),
         }
-        return values
+
+    def measure(self) -> dict:
+        return {name: float(value) for name, value in self._measure(self.images).items()}
 
     def on_epoch_end(self, epoch, logs=None):
         values = self.measure()

@@ -31,6 +31,7 @@ from mhp_keras.training import callbacks as cb
 from mhp_keras.training import distribute
 from mhp_keras.training import jit as jit_calibration
 from mhp_keras.training import modes as mode_registry
+from mhp_keras.training.diagnostics import MechanismDiagnostics
 from mhp_keras.training.health import TrainingHealth
 from mhp_keras.training.modes import DEFAULT as DEFAULT_MODE
 from mhp_keras.training.modes import EXPERIMENT_MODES as MODES
@@ -52,6 +53,8 @@ RESUMABLE_KEYS = (
 
 
 # train.mixed_precision -> Keras dtype policy.
+# Training images in the fixed batch the mechanism diagnostics are measured on every epoch.
+DIAGNOSTIC_IMAGES = 16
 PRECISION_POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
@@ -198,8 +201,12 @@ def training_callbacks(config, workdir: str, data, chief: bool):
         d_acc_limit=t.health_d_acc,
         head_share_limit=t.health_head_share,
         patience=t.health_epochs,
+        adv_share_limit=t.health_adv_share,
     )
-    callbacks = [guard, health, cb.EpochBackup(backup_dir(workdir, chief), guard)]
+    callbacks = [guard]
+    if chief:  # measured before health reads it and the loggers write it
+        callbacks.append(MechanismDiagnostics(diagnostic_images(data.train, config)))
+    callbacks += [health, cb.EpochBackup(backup_dir(workdir, chief), guard)]
     if chief:
         callbacks += [
             cb.AtomicModelCheckpoint(os.path.join(workdir, "checkpoints", "last.keras"), guard),
@@ -211,6 +218,12 @@ def training_callbacks(config, workdir: str, data, chief: bool):
 
             callbacks.append(AUROCCallback(data, config, os.path.join(workdir, "logs", "eval")))
     return callbacks, guard, health
+
+
+def diagnostic_images(images, config, count: int = DIAGNOSTIC_IMAGES):
+    """A fixed batch of training images, as the model sees them, for `MechanismDiagnostics`."""
+    ds = dataset_for_split(images, config, training=False)
+    return next(iter(ds.unbatch().take(count).batch(count)))["image"].numpy()
 
 
 def repeated(ds: tf.data.Dataset):
@@ -298,7 +311,14 @@ def train(config, data, workdir: str, strategy_name: str = "default", extra_call
         "jit_compile": jit,
         "recoveries": recovery.records,
         "health_warnings": health.warnings,
+        "mechanism": _mechanism(callbacks),
     }
+
+
+def _mechanism(callbacks) -> dict | None:
+    """The last epoch's mechanism diagnostics (adv_grad_share, head_diversity, sharpness)."""
+    found = [c for c in callbacks if isinstance(c, MechanismDiagnostics) and c.history]
+    return dict(found[0].history[-1], epochs_measured=len(found[0].history)) if found else None
 
 
 def save_model(model, path: str) -> None:
@@ -370,6 +390,7 @@ def _run(config, workdir: str, mode: str, strategy: str, overwrite: bool) -> dic
         summary["jit_compile"] = train_info["jit_compile"]
         summary["recoveries"] = train_info["recoveries"]
         summary["health_warnings"] = train_info["health_warnings"]
+        summary["mechanism"] = train_info["mechanism"]
         if not chief:  # the chief evaluates and writes the run's files
             return summary
         summary["export"] = export(model, config, workdir)

@@ -52,15 +52,46 @@ class TrainingHealth(keras.callbacks.Callback):
         d_acc_limit: float = _TRAIN.health_d_acc,
         head_share_limit: float = _TRAIN.health_head_share,
         patience: int = _TRAIN.health_epochs,
+        adv_share_limit: float = _TRAIN.health_adv_share,
     ):
         super().__init__()
         self.adversarial = adversarial
         self.d_acc_limit = float(d_acc_limit)
         self.head_share_limit = float(head_share_limit)
+        self.adv_share_limit = float(adv_share_limit)
+        self._last_share: float | None = None  # the epoch's adv_grad_share, when measured
         self.patience = int(patience)
         self.warnings: list[str] = []
-        self._streaks = {"discriminator": 0, "heads": 0}
+        self._streaks = {"discriminator": 0, "heads": 0, "reach": 0}
         self._said: set[str] = set()
+
+    def _reach(self, epoch: int, logs: dict, settled: bool) -> None:
+        """The warning that D's gradient is negligible beside the NLL's (`adv_grad_share`)."""
+        share = logs.get("adv_grad_share")
+        if not self.adversarial or share is None:
+            return
+        self._last_share = float(share)
+        self._observe(
+            "reach",
+            settled and self._last_share < self.adv_share_limit,
+            lambda epochs: (
+                f"Training health: the discriminator does not reach the generator: its gradient "
+                f"on the decoder's last shared layer has been {self._last_share:.1e} of the NLL's "
+                f"or less for {epochs} epochs (epoch {epoch + 1}, limit "
+                f"{self.adv_share_limit:g}), so the heads train as a plain VAE's. Raise "
+                "config.loss.adv_weight (e.g. 10x)."
+            ),
+        )
+
+    def _dominance_advice(self) -> str:
+        """What to change when D wins everything: if its gradient does not even reach the
+        generator, weakening D does not help; the adversarial term must weigh more."""
+        if self._last_share is not None and self._last_share < self.adv_share_limit:
+            return (
+                "Its gradient on the decoder is negligible (adv_grad_share "
+                f"{self._last_share:.1e}): raise config.loss.adv_weight rather than weakening D."
+            )
+        return "Lower config.loss.adv_weight or config.train.d_lr (e.g. halve them)."
 
     def _observe(self, kind: str, high: bool, message) -> None:
         """Counts the epochs in a row that `kind` was `high`; at `patience` of them, says
@@ -77,6 +108,7 @@ class TrainingHealth(keras.callbacks.Callback):
         # The first `patience` epochs only log: early in training one head or D routinely wins
         # nearly everything for a few epochs (seen in healthy demo runs) before it evens out.
         settled = epoch >= self.patience
+        self._reach(epoch, logs, settled)
         accuracy = d_accuracy(logs) if self.adversarial else None
         if accuracy is not None:
             logs[D_ACC_KEY] = accuracy
@@ -87,7 +119,7 @@ class TrainingHealth(keras.callbacks.Callback):
                     f"Training health: the discriminator has won {accuracy:.0%} or more of its "
                     f"decisions on real and on fake images for {epochs} epochs (epoch "
                     f"{epoch + 1}); it no longer guides the decoder, and such runs can diverge. "
-                    "Lower config.loss.adv_weight or config.train.d_lr (e.g. halve them)."
+                    + self._dominance_advice()
                 ),
             )
         shares = head_shares(logs)
