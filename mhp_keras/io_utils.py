@@ -17,6 +17,8 @@ import re
 import shutil
 import tempfile
 
+from absl import logging
+
 
 @contextlib.contextmanager
 def atomic_path(path: str, suffix: str = "", *, overwrite: bool = True):
@@ -136,6 +138,13 @@ def remove_stale_temporaries(folder: str, kinds: tuple[str, ...] = ()) -> tuple[
         if pid is None:
             reported.append(path)
         elif not _process_alive(int(pid)):
+            target = os.path.join(folder, match.group("name"))
+            if name.endswith(".old") and not os.path.lexists(target):
+                # Killed between moving the old version aside and moving the new one in (see
+                # atomic_path): the old version is the last whole one; put it back.
+                os.rename(path, target)
+                logging.warning("Restored %s from %s, left by a killed writer.", target, path)
+                continue
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path, ignore_errors=True)
             else:

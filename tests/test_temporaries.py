@@ -69,3 +69,20 @@ def test_temporaries_without_a_pid_are_reported_not_removed(tmp_path):
     removed, reported = io_utils.remove_stale_temporaries(str(tmp_path))
     assert removed == [] and reported == [str(old)]
     assert old.exists()
+
+
+def test_a_version_moved_aside_by_a_killed_writer_is_put_back(tmp_path):
+    # atomic_path replaces a directory by moving the old one aside, then the new one in; a kill
+    # between the two leaves the target missing and both temporaries behind.
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    new = tmp_path / f".1.tmp-{gone.pid}-abc123"
+    old = tmp_path / f".1.tmp-{gone.pid}-abc123.old"
+    new.mkdir()
+    (new / "saved_model.pb").write_text("new")
+    old.mkdir()
+    (old / "saved_model.pb").write_text("old, whole")
+    removed, reported = io_utils.remove_stale_temporaries(str(tmp_path))
+    assert removed == [str(new)] and reported == []
+    assert os.listdir(tmp_path) == ["1"]
+    assert (tmp_path / "1" / "saved_model.pb").read_text() == "old, whole"

@@ -42,6 +42,15 @@ without thresholds, +inf, flags nothing). Written with Keras' `keras.export.Expo
 carries both signatures, the tiling loops and the constants, and saves only the variables the
 signatures use.
 
+Bad items of a `serving_bytes` request fail the whole request (a signature has no per-item
+error, and a made-up score for a bad item could be read as a normal image); each item is decoded
+once beforehand, so the InvalidArgumentError names every bad index: "image_bytes[2] is empty",
+"image_bytes[1] could not be decoded as PNG/JPEG/GIF/BMP (...)".
+
+Disk faults. A full disk or quota while writing becomes one UserError naming the version and
+saying to free space and export again; the temporary is removed. A killed export leaves its
+temporary (`.<version>.tmp-<pid>-…`), which the next export removes once that process is gone.
+
 Input checks. The signature wrappers of a loaded SavedModel (and TF Serving) enforce the dtype but
 not the shape, so the graph checks rank and channel count itself and fails with an
 InvalidArgumentError whose message reads e.g. "expected images shaped [batch, height, width, 3]
@@ -60,6 +69,7 @@ channels, hypotheses, threshold, score aggregation and the mhp_keras version.
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import math
 import os
@@ -67,11 +77,12 @@ import re
 
 import keras
 import tensorflow as tf
+from absl import logging
 
 import mhp_keras
 from mhp_keras.data.pipeline import convert_channels, resize_image
 from mhp_keras.errors import ConfigError, UserError
-from mhp_keras.io_utils import atomic_path, write_json_atomic
+from mhp_keras.io_utils import atomic_path, remove_stale_temporaries, write_json_atomic
 
 METADATA_FILE = os.path.join("assets.extra", "mhp_keras.json")
 OUTPUT_KEYS = (
@@ -89,6 +100,13 @@ WINNER_RULE = {
     "pixel": "per-image majority of the per-pixel winners (ties to the lowest head index)",
 }
 _VERSION_RE = re.compile(r"^\d+$")
+UNDECODABLE = (
+    "could not be decoded as PNG/JPEG/GIF/BMP (TIFF, WebP, palette or RLE BMP: send pixels to "
+    "serving_default)"
+)
+# Errors of a full disk or quota, as Python raises them and as TF's C++ writers report them.
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_NO_SPACE_TEXT = ("No space left on device", "Disk quota exceeded")
 
 
 def existing_versions(model_dir: str) -> list[int]:
@@ -114,6 +132,35 @@ def _messages(channels: int) -> tuple[str, str]:
         "expected image_bytes shaped [batch]: one encoded PNG, JPEG, GIF or uncompressed BMP "
         "per image (TIFF and WebP go as pixels to serving_default)",
     )
+
+
+def _checked_items(image_bytes, decode):
+    """`image_bytes` once every item decodes; else an InvalidArgumentError naming each bad index.
+
+    A decode error inside the scoring loop names no item, and a graph cannot catch it; so each
+    item is first decoded by a tf.data pipeline whose `ignore_errors` drops the items that fail,
+    which tells the good indices from the bad ones. The decoded size feeds the result so the
+    decoding cannot be pruned away.
+    """
+    count = tf.shape(image_bytes, out_type=tf.int64)[0]
+    index = tf.range(count)
+    items = tf.data.Dataset.from_tensor_slices((index, image_bytes))
+    items = items.map(lambda i, contents: (i, tf.size(decode(contents)) > 0)).ignore_errors()
+    decoded = items.reduce(
+        tf.zeros([count], tf.bool),
+        lambda ok, item: tf.tensor_scatter_nd_update(ok, [[item[0]]], [item[1]]),
+    )
+    names = tf.strings.join(["image_bytes[", tf.strings.as_string(index), "]"])
+    problems = tf.where(
+        tf.strings.length(image_bytes) == 0,
+        tf.strings.join([names, " is empty"]),
+        tf.strings.join([names, f" {UNDECODABLE}"]),
+    )
+    message = tf.strings.reduce_join(
+        tf.boolean_mask(problems, tf.logical_not(decoded)), separator="; "
+    )
+    with tf.control_dependencies([tf.debugging.Assert(tf.reduce_all(decoded), [message])]):
+        return tf.identity(image_bytes)
 
 
 def _signature_outputs(model, out, frozen) -> dict:
@@ -173,7 +220,7 @@ def _bytes_endpoint(model, frozen):
     def serving_bytes(image_bytes):
         rank = _runtime_rank(tf.shape(image_bytes))
         with tf.control_dependencies([tf.debugging.assert_equal(rank, 1, message=bytes_msg)]):
-            image_bytes = tf.identity(image_bytes)
+            image_bytes = _checked_items(tf.identity(image_bytes), decode)
         if model.tiling == "tile":
             images = decode_all(image_bytes)
         else:  # one [S, S, C] size, so the batch is one tensor
@@ -261,13 +308,43 @@ def write_saved_model(
     `overwrite=False` an existing `path` raises FileExistsError. `ConAD.export` and
     `export_saved_model` both write through here.
     """
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        os.makedirs(tmp)
-        serving_archive(model).write_out(tmp, verbose=False)
-        write_json_atomic(
-            os.path.join(tmp, METADATA_FILE), export_metadata(model, model_name, version)
-        )
+    try:
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            os.makedirs(tmp)
+            serving_archive(model).write_out(tmp, verbose=False)
+            write_json_atomic(
+                os.path.join(tmp, METADATA_FILE), export_metadata(model, model_name, version)
+            )
+    except (OSError, tf.errors.OpError) as e:
+        reason = _out_of_space(e)
+        if reason is None:
+            raise
+        # The temporary is already removed (atomic_path), so nothing partial is left.
+        raise UserError(
+            f"{reason} while exporting {os.path.abspath(path)}; nothing was written there. Free "
+            "space on that disk and export again (--mode=export)."
+        ) from None
     return path
+
+
+def _out_of_space(error: Exception) -> str | None:
+    """'No space left on device' or 'Disk quota exceeded' if `error` says so, else None."""
+    if isinstance(error, OSError):
+        return os.strerror(error.errno) if error.errno in _NO_SPACE else None
+    return next((text for text in _NO_SPACE_TEXT if text in str(error)), None)
+
+
+def _clean_leftovers(model_dir: str) -> None:
+    """Removes the temporaries of killed exports beside the versions, and logs what it found."""
+    removed, reported = remove_stale_temporaries(model_dir)
+    for leftover in removed:
+        logging.warning("Removed %s, left by an export that was killed.", leftover)
+    for leftover in reported:
+        logging.warning(
+            "%s looks like the temporary of an interrupted export by an older mhp_keras; "
+            "TF Serving ignores it. Delete it if no export is running.",
+            leftover,
+        )
 
 
 def export_saved_model(
@@ -290,6 +367,7 @@ def export_saved_model(
             f"model_name={model_name!r}: expected a plain directory name such as 'conad'."
         )
     model_dir = os.path.abspath(os.path.join(export_base, model_name))
+    _clean_leftovers(model_dir)
     if version is None:
         version = (existing_versions(model_dir) or [0])[-1] + 1
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
