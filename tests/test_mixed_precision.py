@@ -31,12 +31,12 @@ def test_mixed_precision_trains_with_float32_losses(tiny_config, precision):
 
 
 def test_auto_precision_is_bfloat16_only_with_native_support(monkeypatch):
-    from mhp_keras.training import experiment
+    from mhp_keras.training import runtime
 
-    monkeypatch.setattr(experiment, "cpu_has_native_bfloat16", lambda: False)
+    monkeypatch.setattr(runtime, "cpu_has_native_bfloat16", lambda: False)
     assert resolve_precision("auto") == "none"
-    monkeypatch.setattr(experiment, "cpu_has_native_bfloat16", lambda: True)
-    monkeypatch.setattr(experiment, "gpu_compute_capability", lambda: None)
+    monkeypatch.setattr(runtime, "cpu_has_native_bfloat16", lambda: True)
+    monkeypatch.setattr(runtime, "gpu_compute_capability", lambda: None)
     assert resolve_precision("auto") == "bfloat16"
     assert resolve_precision("float16") == "float16"
 
