@@ -79,7 +79,9 @@ def _loss_section() -> ml_collections.ConfigDict:
     s.eps = 0.05  # relaxation: the losers share this weight (0 = hard WTA; >0 stops dead heads)
     s.kl_weight = 1.0
     s.adv_weight = 0.1  # 0 disables the discriminator
-    s.adv_hypotheses = "sample"  # sample: one random head per image to D; all: every head
+    # Fakes for D: sample = one random head per image; all = every head; group = every head, D
+    # seeing each input's K hypotheses as one group (hypotheses discrimination, paper 4.2).
+    s.adv_hypotheses = "sample"
     return s
 
 

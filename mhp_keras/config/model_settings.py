@@ -17,7 +17,7 @@ from mhp_keras.config.defaults import base_config
 SUPPORTED_SIZES = (16, 32, 64, 128, 256)
 WTA_MODES = ("sample", "pixel")
 AGGREGATES = ("sum", "mean", "topk")
-ADV_HYPOTHESES = ("sample", "all")
+ADV_HYPOTHESES = ("sample", "all", "group")
 TILINGS = ("none", "tile")
 # Config values the model resolves from other keys: score.tiling="auto" tiles at inference
 # exactly when training does (data.crop="tile").
@@ -92,7 +92,10 @@ RULES: dict[str, Rule] = {
     "eps": (lambda v, _: _is_number(v) and 0.0 <= v < 1.0, "a value in [0, 1)"),
     "kl_weight": (lambda v, _: _is_number(v) and v >= 0, "a weight >= 0"),
     "adv_weight": (lambda v, _: _is_number(v) and v >= 0, "a weight >= 0"),
-    "adv_hypotheses": (lambda v, _: v in ADV_HYPOTHESES, f"one of {list(ADV_HYPOTHESES)}"),
+    "adv_hypotheses": (
+        lambda v, values: v in ADV_HYPOTHESES and (v != "group" or values["hypotheses"] >= 2),
+        f"one of {list(ADV_HYPOTHESES)} ('group' needs hypotheses >= 2)",
+    ),
     "score_aggregate": (lambda v, _: v in AGGREGATES, f"one of {list(AGGREGATES)}"),
     "topk_fraction": (lambda v, _: _is_number(v) and 0.0 < v <= 1.0, "a fraction in (0, 1]"),
     "clip_norm": (lambda v, _: _is_number(v) and v >= 0, "a norm >= 0 (0 = off)"),

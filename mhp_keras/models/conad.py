@@ -1,10 +1,8 @@
 """`ConAD`: the multiple-hypotheses VAE-GAN with winner-takes-all training, as one `keras.Model`.
 
-Follows the keras.io VAE and DCGAN examples: functional sub-models (built here, or passed in as
-those examples pass theirs), an overridden `compile` taking one optimizer for the generator
-(encoder + decoder) and one for the discriminator, and a custom `train_step`. The paper's
-baselines come from the same code: `adv_weight=0, hypotheses=1` is a VAE, `hypotheses=1` with
-adversarial training a VAE-GAN, and `hypotheses>1, adv_weight=0` MHP-WTA.
+Follows the keras.io VAE and DCGAN examples: functional sub-models (built here, or passed in),
+an overridden `compile` taking one optimizer for G (encoder + decoder) and one for D, and a
+custom `train_step`. The paper's baselines are settings of the same model (docs/design.md).
 
 This module is the Keras surface only: arguments, sub-models, configuration, compile, metrics and
 the calibration weights. The training objective (WTA NLL, KL, the adversarial terms, the
@@ -32,7 +30,7 @@ _IMAGE = ("image_size", "channels")
 ENCODER_ARGS = (*_IMAGE, "latent_dim", "base_filters", "max_filters", "dense_units")
 DECODER_ARGS = (*ENCODER_ARGS[:3], "hypotheses", *ENCODER_ARGS[3:], "logvar_min", "logvar_max")
 DECODER_ARGS += ("fused_heads", "head_channel_layout")
-DISC_ARGS = (*_IMAGE, "disc_base_filters", "max_filters", "minibatch_std")
+DISC_ARGS = (*_IMAGE, "disc_base_filters", "max_filters", "minibatch_std", "disc_group_size")
 
 
 # How each argument is stored (the strings are stored as given).
@@ -85,8 +83,8 @@ class ConAD(keras.Model):
         eps: epsilon-relaxation, the weight the losing heads share (0 = hard WTA) [loss.eps].
         kl_weight: weight of KL(q(z|x) || N(0, I)) [loss.kl_weight].
         adv_weight: weight of the adversarial term; 0 trains no discriminator [loss.adv_weight].
-        adv_hypotheses: fakes for D from one random head per image ("sample") or from every
-            head ("all") [loss.adv_hypotheses].
+        adv_hypotheses: D's fakes: one random head per image ("sample"), every head ("all"), or
+            every head in groups of one input's K ("group") [loss.adv_hypotheses].
         score_aggregate: image score from the anomaly map: "sum", "mean" or "topk"
             [score.aggregate].
         topk_fraction: fraction of pixels "topk" sums (the paper's 10 %) [score.topk_fraction].
@@ -179,6 +177,10 @@ class ConAD(keras.Model):
         self._win_trackers = [keras.metrics.Mean(name=f"win_{k}") for k in range(self.hypotheses)]
         self._scorer = Scorer(self)
         self.built = True
+
+    @property
+    def disc_group_size(self) -> int:  # D's feature groups: K, or 0 (the whole batch)
+        return self.hypotheses if self.adv_hypotheses == "group" and self.minibatch_std else 0
 
     def _sub_model(self, given, build, arguments):
         """`given`, or the sub-model `build` makes from these settings of this model."""

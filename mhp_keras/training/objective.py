@@ -14,7 +14,11 @@ The terms, as in Nguyen et al. (ICML 2019), Section 3:
 
 With `adv_hypotheses="sample"` each image's fake comes from one uniformly drawn head, an unbiased
 estimate of the average over heads whose discriminator cost does not grow with H (prior samples
-are decoded through their drawn head alone); "all" feeds D every head.
+are decoded through their drawn head alone); "all" feeds D every head. "group" is the paper's
+hypotheses discrimination (Section 4.2): D sees every input's K hypotheses side by side as one
+group (and every prior z's), whose minibatch feature is computed within the group, against groups
+of K real images and groups of K best guesses (`rolled_groups`), all in one D call; so hypotheses
+that agree with each other look fake, which keeps them diverse.
 
 Distribution: the losses are per sample and averaged over the *global* batch
 (`tf.nn.compute_average_loss`), the random draws are stateless and replica-consistent
@@ -144,6 +148,31 @@ def vae_losses(model, images, training):
     }
 
 
+def rolled_groups(images, k):
+    """Groups of k images for D, image-major [B * k, ...]: group b holds images b, b+1, ...,
+    b+k-1 (mod B) of this batch, so every image leads one group of k distinct images (B >= k)."""
+    batch = tf.shape(images)[0]
+    index = (tf.range(batch)[:, None] + tf.range(k)[None, :]) % batch
+    return tf.gather(images, tf.reshape(index, [-1]))
+
+
+def _discriminate(model, real, fakes, training):
+    """D's logits of the real batch and of each fake source. Under hypotheses discrimination
+    every source comes in groups of K and one D call takes them all (groups stay aligned: each
+    part is a multiple of K); otherwise each source is its own call, so that a batch-wide
+    minibatch feature describes one source."""
+    if model.adv_hypotheses != "group":
+        return model.discriminator(real, training=training), [
+            model.discriminator(f, training=training) for f in fakes
+        ]
+    k = model.hypotheses
+    parts = [rolled_groups(real, k), *fakes[:2], rolled_groups(fakes[2], k)]
+    logits = model.discriminator(tf.concat(parts, 0), training=training)
+    sizes = [tf.shape(p)[0] for p in parts]
+    real_logits, *fake_logits = tf.split(logits, tf.stack(sizes), axis=0)
+    return real_logits, fake_logits
+
+
 def adversarial_losses(model, images, vae, training):
     """The adversarial terms of one batch, per sample, from `vae_losses`' decodings.
 
@@ -162,17 +191,19 @@ def adversarial_losses(model, images, vae, training):
         pick_fakes(model, means, heads),
         losses.best_hypothesis(means, vae["nll"], model.wta, head_axis=4),
     ]
-    real_logits = model.discriminator(images, training=training)
-    fake_logits = [model.discriminator(f, training=training) for f in fakes]
-    # Per-sample averages over each source's fakes, so the "all" mode (K fakes an image) weighs
-    # the same as "sample".
+    real_logits, fake_logits = _discriminate(model, images, fakes, training)
+    # Per-sample averages over each source's fakes (and groups), so the "all" and "group" modes
+    # (K fakes an image) weigh the same as "sample".
     fake_d = [tf.reduce_mean(tf.reshape(bce(f, 0.0), [batch, -1]), 1) for f in fake_logits]
     fake_g = [tf.reduce_mean(tf.reshape(bce(f, 1.0), [batch, -1]), 1) for f in fake_logits]
     fake_right = [tf.cast(tf.reshape(f, [batch, -1]) < 0, tf.float32) for f in fake_logits]
     return {
-        "d_loss": bce(real_logits, 1.0) + tf.add_n(fake_d) / len(fakes),
+        "d_loss": tf.reduce_mean(tf.reshape(bce(real_logits, 1.0), [batch, -1]), 1)
+        + tf.add_n(fake_d) / len(fakes),
         "g_adv": tf.add_n(fake_g) / len(fakes),
-        "d_acc_real": tf.cast(tf.reshape(real_logits, [-1]) > 0, tf.float32),
+        "d_acc_real": tf.reduce_mean(
+            tf.cast(tf.reshape(real_logits, [batch, -1]) > 0, tf.float32), 1
+        ),
         "d_acc_fake": tf.reduce_mean(tf.concat(fake_right, 1), 1),
     }
 
