@@ -59,8 +59,8 @@ def atomic_path(path: str, suffix: str = "", *, overwrite: bool = True):
         raise
 
 
-# errno values that mean "no room on this device" (a full disk, a used-up quota).
-DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# errno values that mean "this device cannot take the write" (full, over quota, read-only).
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 # Room kept beyond a file's own size: its container's overhead and the small files around it.
 SPACE_MARGIN = 64 * 1024
 

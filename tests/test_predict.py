@@ -168,7 +168,7 @@ def test_cli_scores_every_readable_file_and_exits_3(setup, mixed_folder):
     assert len(rows) == 9
     for name in BAD:
         assert rows[name]["error"] and rows[name]["score"] == rows[name]["is_anomalous"] == ""
-    assert "Input is empty" in rows["c_empty.png"]["error"]
+    assert "is empty" in rows["c_empty.png"]["error"]
     assert rows["d_truncated.tif"]["error"].startswith("not a readable image")
 
     # The good files score exactly as in a run without the bad ones.

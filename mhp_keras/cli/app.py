@@ -34,11 +34,11 @@ def run_app(main) -> None:
         except OSError as error:
             if error.errno not in DISK_FULL_ERRNOS:
                 raise
-            where = f" writing {error.filename}" if error.filename else ""
+            where = f" {error.filename}" if error.filename else ""
             fail(
-                f"no space left on the device{where} ({error.strerror}). Files are written whole "
-                "or not at all, so what was written before is intact: free some space and run "
-                "the same command again."
+                f"could not write{where}: {error.strerror} (the device is full or read-only). "
+                "Files are written whole or not at all, so what was written before is intact: "
+                "free some space and run the same command again."
             )
 
     _help_for_console_script(main.__module__)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import io
 import os
+import stat
 
 import numpy as np
 import tensorflow as tf
@@ -77,7 +78,8 @@ def find_images(path: str, recursive: bool = False) -> tuple[list[str], str]:
     exts = ", ".join(IMAGE_EXTENSIONS)
     if not path:
         raise UserError(f"--input is required: an image file or a folder of images ({exts}).")
-    if os.path.isfile(path):
+    if os.path.exists(path) and not os.path.isdir(path):
+        # Also a named pipe or device named like an image: score_batch gives it its row.
         if not path.lower().endswith(IMAGE_EXTENSIONS):
             raise DataError(f"--input={path} is not an image file; expected one of: {exts}.")
         return [path], os.path.dirname(path) or "."
@@ -94,7 +96,8 @@ def find_images(path: str, recursive: bool = False) -> tuple[list[str], str]:
         files = [
             os.path.join(path, name)
             for name in os.listdir(path)
-            if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(path, name))
+            if name.lower().endswith(IMAGE_EXTENSIONS)
+            and not os.path.isdir(os.path.join(path, name))
         ]
     if not files:
         hint = "" if recursive else " (pass --recursive to include subfolders)"
@@ -102,6 +105,28 @@ def find_images(path: str, recursive: bool = False) -> tuple[list[str], str]:
             f"--input={path} contains no images; expected files ending in {exts}{hint}."
         )
     return sorted(files), path
+
+
+_NOT_REGULAR = (
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def not_regular(path: str) -> str | None:
+    """Why `path` must not be opened (it is a named pipe, socket or device: reading one can block
+    for ever or never end), or None for a regular file (a symlink to one is fine). Looks only at
+    its stat, never opens it."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # open() reports it
+    if stat.S_ISREG(mode):
+        return None
+    what = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
+    return f"is {what}, not a regular file; skipped without reading it"
 
 
 def short_error(error: Exception) -> str:
@@ -161,6 +186,9 @@ def score_batch(encoded, pixels, channels: int, paths: list[str]) -> list:
     results: list = [None] * len(paths)
     in_graph, on_host = [], collections.defaultdict(list)  # on_host: one call per image size
     for i, path in enumerate(paths):
+        results[i] = not_regular(path)
+        if results[i] is not None:
+            continue
         try:
             with open(path, "rb") as f:
                 contents = f.read()

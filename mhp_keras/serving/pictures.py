@@ -3,11 +3,19 @@ colour scale for the whole run (recorded in heatmap_scale.json), so colours comp
 
 The anomaly maps wait on disk (`MapStore`) until every image is scored, because the run's colour
 scale needs all of them first; a large run thus needs no RAM for its maps.
+
+Heat maps and overlays are pictures for people, so they are drawn at most MAX_PICTURE_SIDE pixels
+on their longest side: a larger one is downscaled by the smallest integer factor that fits, by
+taking every n-th pixel of the image and of its map (no resampling, so colours stay the map's own
+values). That bounds their memory at any image size (an overlay is drawn in float64, 24 bytes a
+pixel per layer). Masks are data and always keep the map's full size; pictures of images up to
+MAX_PICTURE_SIDE are unchanged.
 """
 
 from __future__ import annotations
 
 import collections
+import errno
 import math
 import os
 
@@ -21,6 +29,7 @@ from mhp_keras.data.pipeline import convert_channels
 from mhp_keras.io_utils import atomic_path, write_json_atomic
 from mhp_keras.scoring.reports import HEATMAP_CMAP, heatmap_rgb, heatmap_scale
 
+MAX_PICTURE_SIDE = 4096  # heat maps and overlays larger than this are downscaled to fit
 MIN_HEATMAP_SIDE = 128  # small maps are enlarged (nearest neighbour) to at least this side
 _SCALE_SAMPLE = 2_000_000  # pixels used to estimate the run's colour scale
 _SCALE_RULE = (
@@ -42,7 +51,11 @@ class MapStore:
         self._sizes: list[int] = []
 
     def add(self, path: str, amap: np.ndarray) -> None:
-        np.save(os.path.join(self.scratch, f"{len(self.paths)}.npy"), amap)
+        # Not np.save: its short write on a full disk is an OSError without an errno.
+        with open(os.path.join(self.scratch, f"{len(self.paths)}.npy"), "wb") as f:
+            amap = np.ascontiguousarray(amap)
+            np.lib.format.write_array_header_2_0(f, np.lib.format.header_data_from_array_1_0(amap))
+            f.write(amap.data)
         step = max(1, amap.size * self.total_files // _SCALE_SAMPLE)
         self._sample.append(amap.reshape(-1)[::step].astype(np.float64))
         self._sizes.append(amap.size)
@@ -97,7 +110,9 @@ def write_pictures(
         amap = store.load(i)
         mask = amap >= values["pixel_threshold"]
         if heatmaps:
-            write_png(os.path.join(output_dir, "heatmaps", name), colourise(amap, norm))
+            rows, cols = picture_pixels(amap.shape)
+            small = amap if len(rows) == amap.shape[0] else amap[rows][:, cols]
+            write_png(os.path.join(output_dir, "heatmaps", name), colourise(small, norm))
         if masks:
             mask_png = (mask[..., None] * 255).astype(np.uint8)
             write_png(os.path.join(output_dir, "masks", name), mask_png)
@@ -108,12 +123,20 @@ def write_pictures(
     return scale
 
 
+def shown_path(path: str) -> str:
+    """`path` as text that can be written anywhere (scores.csv, stderr, an output file name): a
+    name that is not valid UTF-8 (Python holds its bytes as surrogates) is spelled with its bytes
+    escaped as the file system gave them, `bad\\xff.png`."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def heatmap_names(files: list[str], root: str) -> list[str]:
-    """heatmaps/<relative path without extension>.png; the extension is kept where stems clash."""
-    stems = [os.path.splitext(os.path.relpath(f, root))[0] for f in files]
+    """heatmaps/<relative path without extension>.png; the extension is kept where stems clash.
+    Names that are not valid UTF-8 are escaped (`shown_path`), so every name can be written."""
+    stems = [os.path.splitext(shown_path(os.path.relpath(f, root)))[0] for f in files]
     counts = collections.Counter(stems)
     return [
-        (os.path.relpath(f, root) if counts[s] > 1 else s) + ".png"
+        (shown_path(os.path.relpath(f, root)) if counts[s] > 1 else s) + ".png"
         for f, s in zip(files, stems, strict=True)
     ]
 
@@ -126,11 +149,27 @@ def colourise(amap: np.ndarray, norm: mcolors.Normalize) -> np.ndarray:
     return np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
 
 
+def picture_pixels(shape) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns) kept of an [h, w, ...] array in its picture: all up to MAX_PICTURE_SIDE,
+    else every n-th of both (one n keeps the aspect), the smallest n that fits."""
+    step = max(1, math.ceil(max(shape[0], shape[1]) / MAX_PICTURE_SIDE))
+    return np.arange(0, shape[0], step), np.arange(0, shape[1], step)
+
+
 def write_png(path: str, rgb: np.ndarray) -> None:
-    """Writes uint8 [h, w, c] `rgb` as a PNG at `path` atomically, creating its folder."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with atomic_path(path, suffix=".png") as tmp:
-        tf.io.write_file(tmp, tf.io.encode_png(rgb))
+    """Writes uint8 [h, w, c] `rgb` as a PNG at `path` atomically, creating its folder.
+
+    Written by Python rather than tf.io.write_file, whose failures are TF errors without an
+    errno: a full disk must stay an OSError naming `path` (see `serving.predict`)."""
+    data = tf.io.encode_png(rgb).numpy()
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with atomic_path(path, suffix=".png") as tmp, open(tmp, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        if e.filename is None:  # a failed write() names no file
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno or errno.EIO), path) from e
+        raise
 
 
 def outline(mask: np.ndarray) -> np.ndarray:
@@ -140,11 +179,20 @@ def outline(mask: np.ndarray) -> np.ndarray:
 
 
 def overlay_png(path: str, amap: np.ndarray, mask: np.ndarray, norm) -> np.ndarray:
-    """The image at its own size, greyed, with the heat map blended over it and the mask's
-    outline drawn in white: uint8 RGB."""
+    """The image at its own size (downscaled to MAX_PICTURE_SIDE if larger), greyed, with the
+    heat map blended over it and the mask's outline drawn in white: uint8 RGB."""
     from mhp_keras.scoring.reports import overlay
 
     image, _ = decode_on_host(path)
+    height, width = image.shape[:2]
+    rows, cols = picture_pixels(image.shape)
+    if len(rows) < height or len(cols) < width:
+        # Downscale the image and bring its map to the picture's size before anything is drawn,
+        # so no full-size float picture is ever made.
+        image = image[rows][:, cols]
+        map_rows, map_cols = rows * amap.shape[0] // height, cols * amap.shape[1] // width
+        amap = amap[map_rows][:, map_cols]
+        mask = mask[map_rows][:, map_cols]
     rgb = convert_channels(tf.constant(image), 3).numpy()
     heat = heatmap_rgb(amap, norm)
     picture = overlay(rgb, heat)

@@ -20,8 +20,8 @@ file; an animated GIF on its first frame.
 Writes `OUTPUT_DIR/scores.csv` (path, score, is_anomalous, normalized_score, winner_index,
 anomalous_pixels, error) and, per scored image (named after its path relative to the input
 folder): `heatmaps/` (the anomaly map, `--heatmaps`), `masks/` (white where the map reaches the
-pixel threshold, `--masks`) and `overlays/` (the heat map over the image at the image's own size,
-the mask's outline in white, `--overlays`). A tiling model's maps have their image's own size.
+pixel threshold, `--masks`) and `overlays/` (the heat map over the image at its own size, up to
+4096 px, the mask's outline in white, `--overlays`). A tiling model's maps have their image's size.
 `--threshold` and `--pixel_threshold` replace the thresholds stored in the model for this run
 (`is_anomalous`, `normalized_score` and the masks follow them). Heatmaps share one colour scale
 over the whole run, never a per-image min-max, so colours compare across images: the project's
@@ -32,14 +32,45 @@ subsample for large runs), centred on the image threshold, recorded in
 Bad files do not stop a batch job: a file that cannot be read or decoded gets a row with its
 error in the `error` column and empty score columns (good rows have an empty `error`), every
 other file is scored, and the count of failed files, with up to 10 of them, is printed on stderr.
+A named pipe, socket or device named like an image (in the folder, with --recursive or as
+--input) is never opened, since reading one can block for ever: its row says "is a named pipe,
+not a regular file; skipped without reading it". A symlink to a regular file is scored.
+
+File names that are not valid UTF-8 (bytes such as b"bad\\xff.png" from a shared drive) are
+scored like any other; in scores.csv, on stderr and in the names of heatmaps/, masks/ and
+overlays/ they are written with their bytes escaped as the file system gave them, `bad\\xff.png`
+(`os.fsencode(name).decode("utf-8", "backslashreplace")`), so scores.csv stays valid UTF-8.
+
+Pictures are bounded: heatmaps/ and overlays/ of an image larger than 4096 pixels on its longest
+side (`pictures.MAX_PICTURE_SIDE`) are downscaled by the smallest integer factor that fits (every
+n-th pixel, no resampling). Masks, scores and anomalous_pixels always use the full-size map;
+pictures of smaller images are as before.
+
+Memory: scoring one 8000 x 8000 RGB PNG with a tiny tiling model peaked at 14.4 GB of RSS with
+full-size pictures, 7.9 GB with the bounded ones (6.4 GB with --nooverlays): the rest is scoring
+the image itself and its full-size maps, which still grow with the image.
+
+Outputs that cannot be written for want of room (errno ENOSPC or EDQUOT, or EROFS) end the run
+with one `error: could not write PATH: No space left on device (...)` paragraph saying to free
+space and run again, no traceback. Every file is written whole (scores.csv atomically) or not at
+all. Before scores.csv is written that is exit status 2 and no scores.csv; after it, status 3:
+scores.csv is complete and only some pictures are missing.
+
+Each run keeps its anomaly maps in a hidden scratch folder `OUTPUT_DIR/.maps-<pid>-<random>`,
+removed at the end. A killed run leaves it behind; the next run in that folder removes those whose
+process is gone and says so in one line on stderr ("removed 1 scratch folder(s) left by killed
+runs: ..."), and names, without removing, old ones without a PID ("kept 1 old scratch folder(s)
+of unknown owner ...").
 
 Exit status:
   0  every file was scored (and only then);
   3  the run happened and scores.csv was written, but at least one file (possibly every one)
-     could not be scored: its row says why;
+     could not be scored: its row says why; or the disk filled up after scores.csv was written
+     (an `error:` paragraph says which picture could not be written);
   2  nothing was scored and no scores.csv was written: a bad flag, a missing or unloadable
      SavedModel, a missing input, a folder without image files, an output folder that cannot be
-     written. One paragraph `error: ...` on stderr, no traceback (see mhp_keras/cli/).
+     written, a full disk before scores.csv was written. One paragraph `error: ...` on stderr,
+     no traceback (see mhp_keras/cli/).
 
 The work is shared with `serving.inputs` (the SavedModel, the files, scoring a batch) and
 `serving.pictures` (heat maps, masks, overlays and their colour scale); this module holds the
@@ -49,6 +80,7 @@ flags, the per-image decisions, scores.csv and the report.
 from __future__ import annotations
 
 import csv
+import errno
 import functools
 import io
 import math
@@ -63,8 +95,8 @@ import numpy as np
 from absl import flags
 
 from mhp_keras.cli import EXIT_PARTIAL, ensure_output_dir, run_app
-from mhp_keras.errors import UserError
-from mhp_keras.io_utils import write_text_atomic
+from mhp_keras.errors import DiskFull, UserError
+from mhp_keras.io_utils import DISK_FULL_ERRNOS, remove_stale_temporaries, write_text_atomic
 from mhp_keras.scoring.calibration import decisions
 from mhp_keras.serving.export import read_metadata
 from mhp_keras.serving.inputs import (
@@ -74,7 +106,13 @@ from mhp_keras.serving.inputs import (
     resolve_saved_model,
     score_batch,
 )
-from mhp_keras.serving.pictures import MapStore, colourise, outline, write_pictures
+from mhp_keras.serving.pictures import (
+    MapStore,
+    colourise,
+    outline,
+    shown_path,
+    write_pictures,
+)
 
 # colourise and outline are re-exported: they were defined here before the split.
 __all__ = ["cli", "colourise", "main", "outline", "predict", "report"]
@@ -89,6 +127,9 @@ CSV_COLUMNS = (
     "anomalous_pixels",
     "error",
 )
+
+# errno values of an output that cannot be written for want of room (or a read-only device).
+NO_ROOM_ERRNOS = DISK_FULL_ERRNOS | {errno.EROFS}
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("saved_model", None, "SavedModel version dir, or model dir (highest version).")
@@ -156,7 +197,7 @@ def _scored_row(path: str, out: dict, values: dict) -> tuple[list, np.ndarray]:
     }
     anomalous = bool(decided["is_anomalous"][0])
     row = [
-        path,
+        shown_path(path),
         repr(float(out["anomaly_score"])),
         "true" if anomalous else "false",
         f"{float(decided['normalized_score'][0]):.6g}",
@@ -180,6 +221,7 @@ def _score_files(files, score, values: dict, store, batch_size: int, progress: b
         batch = files[start : start + batch_size]
         for path, out in zip(batch, score(batch), strict=True):
             if isinstance(out, str):
+                path = shown_path(path)
                 rows.append([path, "", "", "", "", "", out])
                 failed.append((path, out))
                 continue
@@ -198,7 +240,12 @@ def _write_scores_csv(path: str, rows: list[list]) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     writer.writerows(rows)
-    write_text_atomic(path, buffer.getvalue())
+    try:
+        write_text_atomic(path, buffer.getvalue())
+    except OSError as e:
+        if e.filename is None:  # a failed write() names no file
+            raise OSError(e.errno, e.strerror, path) from None
+        raise
 
 
 def predict(
@@ -232,14 +279,27 @@ def predict(
     values = _decision_values(metadata, threshold, pixel_threshold)
     score = functools.partial(score_batch, encoded, pixels, channels)
     scores_csv = os.path.join(output_dir, "scores.csv")
-    scale = None
-    with tempfile.TemporaryDirectory(dir=output_dir, prefix=".maps-") as scratch:
-        store = MapStore(scratch, len(files)) if heatmaps or masks or overlays else None
-        rows, failed, scored = _score_files(files, score, values, store, batch_size, progress)
-        _write_scores_csv(scores_csv, rows)
-        if store is not None and store.paths:
-            pictures = {"heatmaps": heatmaps, "masks": masks, "overlays": overlays}
-            scale = write_pictures(store, output_dir, root, values, metadata, **pictures)
+    scale, pictures_error = None, None
+    _remove_leftovers(output_dir)
+    try:
+        # The PID in the name lets the next run here remove it if this one is killed.
+        scratch_dir = tempfile.TemporaryDirectory(dir=output_dir, prefix=f".maps-{os.getpid()}-")
+        with scratch_dir as scratch:
+            store = MapStore(scratch, len(files)) if heatmaps or masks or overlays else None
+            rows, failed, scored = _score_files(files, score, values, store, batch_size, progress)
+            _write_scores_csv(scores_csv, rows)
+            if store is not None and store.paths:
+                pictures = {"heatmaps": heatmaps, "masks": masks, "overlays": overlays}
+                try:
+                    scale = write_pictures(store, output_dir, root, values, metadata, **pictures)
+                except OSError as e:
+                    if e.errno not in NO_ROOM_ERRNOS:
+                        raise
+                    pictures_error = _no_room(e, output_dir, scores_csv)
+    except OSError as e:
+        if e.errno not in NO_ROOM_ERRNOS:
+            raise
+        raise DiskFull(_no_room(e, output_dir, None)) from None
     return {
         "saved_model": version_dir,
         "files": len(files),
@@ -249,7 +309,40 @@ def predict(
         "threshold": values["threshold"] if math.isfinite(values["threshold"]) else None,
         "scores_csv": scores_csv,
         "heatmap_scale": scale,
+        "pictures_error": pictures_error,
     }
+
+
+def _remove_leftovers(output_dir: str) -> None:
+    """Removes the scratch folders of earlier runs here that were killed; one line on stderr."""
+    removed, reported = remove_stale_temporaries(output_dir, kinds=("maps",))
+    if removed:
+        print(
+            f"removed {len(removed)} scratch folder(s) left by killed runs: {', '.join(removed)}",
+            file=sys.stderr,
+        )
+    if reported:
+        print(
+            f"kept {len(reported)} old scratch folder(s) of unknown owner (delete them if no "
+            f"mhp-predict is writing to {output_dir}): {', '.join(reported)}",
+            file=sys.stderr,
+        )
+
+
+def _no_room(error: OSError, output_dir: str, scores_csv: str | None) -> str:
+    """The message for an output that could not be written for want of room; `scores_csv` is
+    the path of the scores.csv already written, if any."""
+    where = shown_path(str(error.filename or output_dir))
+    kept = (
+        f"{scores_csv} is complete, with every score; some pictures are missing"
+        if scores_csv
+        else "No scores.csv was written"
+    )
+    return (
+        f"could not write {where}: {error.strerror or os.strerror(error.errno)} (the device is "
+        f"full or read-only). {kept}, and every file written is whole. Free some space (or pass "
+        "another --output_dir) and run the same command again."
+    )
 
 
 def report(summary: dict) -> int:
@@ -262,8 +355,10 @@ def report(summary: dict) -> int:
         f"scored {summary['images']}{of} images with {summary['saved_model']}: "
         f"{summary['anomalous']} anomalous{note}; wrote {summary['scores_csv']}"
     )
+    if summary.get("pictures_error"):
+        print(f"error: {summary['pictures_error']}", file=sys.stderr)
     if not failed:
-        return 0
+        return EXIT_PARTIAL if summary.get("pictures_error") else 0
     lines = [f"  {path}: {error}" for path, error in failed[:SHOWN_FAILURES]]
     if len(failed) > SHOWN_FAILURES:
         lines.append(f"  ... and {len(failed) - SHOWN_FAILURES} more")
