@@ -78,3 +78,13 @@ def test_group_needs_several_hypotheses(hypotheses, ok):
     assert (problem is None) == ok
     if not ok:
         assert problem[0] == "adv_hypotheses" and "hypotheses >= 2" in problem[1]
+
+
+def test_hypotheses_discrimination_under_mixed_precision():
+    import keras
+
+    keras.config.set_dtype_policy("mixed_bfloat16")  # conftest restores float32 afterwards
+    model = tiny_conad(seed=0, hypotheses=2, adv_hypotheses="group")
+    images = np.random.default_rng(4).random((8, 16, 16, 1)).astype(np.float32)
+    out = objective.per_sample_losses(model, tf.constant(images), training=True)
+    assert np.isfinite(out["d_loss"].numpy()).all()

@@ -167,6 +167,8 @@ def _discriminate(model, real, fakes, training):
         ]
     k = model.hypotheses
     parts = [rolled_groups(real, k), *fakes[:2], rolled_groups(fakes[2], k)]
+    # Under mixed precision the sources come in different dtypes; D casts its input itself.
+    parts = [tf.cast(p, tf.float32) for p in parts]
     logits = model.discriminator(tf.concat(parts, 0), training=training)
     sizes = [tf.shape(p)[0] for p in parts]
     real_logits, *fake_logits = tf.split(logits, tf.stack(sizes), axis=0)
