@@ -29,6 +29,7 @@ from mhp_keras.studies import ablation, class_table
         ("vae", "vae", 1, 0.0),
         ("VAE-GAN", "vae-gan", 1, 0.1),
         ("Mhp-Wta-8", "mhp-wta-8", 8, 0.0),
+        ("MHP-8", "mhp-8", 8, 0.0),
         (" conad-2 ", "conad-2", 2, 0.1),
         ("CONAD-016", "conad-16", 16, 0.1),
     ],
@@ -55,7 +56,21 @@ def test_no_variants_means_the_papers_four_at_the_configs_hypotheses():
     config = base_config()
     config.model.hypotheses = 8
     names = [v.name for v in ablation.parse_variants(config)]
-    assert names == ["vae", "vae-gan", "mhp-wta-8", "conad-8"]
+    assert names == ["vae", "vae-gan", "mhp-8", "mhp-wta-8", "conad-8"]
+
+
+@pytest.mark.parametrize("text, eps", [("mhp-8", 0.05), ("mhp-wta-8", 0.0), ("conad-8", 0.05)])
+def test_mhp_is_the_relaxed_wta_and_mhp_wta_the_hard_one(text, eps):
+    # The paper's names: MHP (Rupprecht et al.) relaxes the WTA by eps, MHP-WTA has eps = 0.
+    assert ablation.parse_variant(text).apply(base_config()).loss.eps == pytest.approx(eps)
+
+
+def test_the_relaxed_variant_needs_a_positive_eps():
+    config = base_config()
+    config.eval.variants = "mhp-4"
+    config.loss.eps = 0.0
+    with pytest.raises(ConfigError, match="loss.eps=0.0: set it > 0"):
+        ablation.parse_variants(config)
 
 
 @pytest.mark.parametrize(
@@ -73,7 +88,7 @@ def test_unknown_variant_names_list_the_valid_patterns(variants, expected):
     with pytest.raises(ConfigError) as error:
         ablation.parse_variants(config)
     assert expected in str(error.value)
-    assert "vae, vae-gan, mhp-wta-H, conad-H" in str(error.value)
+    assert "vae, vae-gan, mhp-H, mhp-wta-H, conad-H" in str(error.value)
 
 
 @pytest.mark.parametrize(
@@ -238,6 +253,18 @@ def test_stored_metrics_are_reused_only_for_the_same_config(tmp_path):
     assert ablation.stored_metrics(str(tmp_path), {"seed": 0}) is None
 
 
+def test_a_run_saved_under_the_old_mhp_wta_meaning_is_not_reused(tmp_path):
+    # Before the paper's names, mhp-wta-H trained with the config's eps (0.05): that is mhp-H now.
+    from mhp_keras.training.experiment import config_dict
+
+    config = base_config()
+    old = config_dict(ablation.parse_variant("mhp-8").apply(config))  # eps 0.05, as saved then
+    (tmp_path / "metrics.json").write_text(json.dumps({"image_auroc": 0.7, "config": old}))
+    new = config_dict(ablation.parse_variant("mhp-wta-8").apply(config))
+    assert ablation.stored_metrics(str(tmp_path), new) is None
+    assert ablation.stored_metrics(str(tmp_path), old)["image_auroc"] == 0.7
+
+
 def test_progress_line_and_eta():
     # 53 runs left at 81 s each: 4293 s, 71.6 min.
     line = ablation.progress_line(
@@ -276,7 +303,7 @@ def test_unknown_variant_on_the_command_line(tmp_path):
     )
     message = user_error(result)
     assert message.startswith("error: eval.variants names an unknown variant 'gan'")
-    assert "vae, vae-gan, mhp-wta-H, conad-H" in message
+    assert "vae, vae-gan, mhp-H, mhp-wta-H, conad-H" in message
 
 
 def test_a_single_normal_folder_is_refused(tmp_path):

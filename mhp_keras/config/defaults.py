@@ -142,7 +142,7 @@ def _eval_section() -> ml_collections.ConfigDict:
     s.pixel_threshold_quantile = 0.999  # of the normal validation maps' pixels
     s.report = True  # write figures under workdir/report/
     s.classes = ""  # benchmark_classes / ablation: comma-separated classes ("" = every class)
-    # ablation: comma-separated variants vae, vae-gan, mhp-wta-H, conad-H, in any case (the paper's
-    # baselines as settings of this model); "" = all four with H = model.hypotheses.
+    # ablation: comma-separated variants vae, vae-gan, mhp-H, mhp-wta-H, conad-H, any case (the
+    # paper's baselines as settings of this model); "" = all five with H = model.hypotheses.
     s.variants = ""
     return s

@@ -62,8 +62,8 @@ MODES: dict[str, Mode] = {
         runner="mhp_keras.studies.ablation:run_benchmark_classes",
     ),
     "ablation": Mode(
-        "`benchmark_classes` for every model variant of `eval.variants` (vae, vae-gan, mhp-wta-H, "
-        "conad-H); writes `ablation.{csv,md,json,png}`, resumable",
+        "`benchmark_classes` for every model variant of `eval.variants` (vae, vae-gan, mhp-H, "
+        "mhp-wta-H, conad-H); writes `ablation.{csv,md,json,png}`, resumable",
         creates_workdir=True,
         runner="mhp_keras.studies.ablation:run_ablation",
     ),
