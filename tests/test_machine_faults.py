@@ -67,7 +67,8 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     )
     try:
         deadline = time.time() + 300
-        while time.time() < deadline and not (workdir / "history.csv").exists():
+        history = workdir / "history.csv"  # created empty at the start, a row per epoch
+        while time.time() < deadline and not (history.exists() and history.read_text()):
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)

@@ -9,6 +9,10 @@ import pytest
 from cli_helpers import ENV, ROOT, run, tiny_flags, train_main_command
 
 
+def _rows(path):
+    return path.read_text().count("\n") >= 2 if path.exists() else False
+
+
 @pytest.mark.slow
 def test_a_second_run_on_a_busy_workdir_is_refused(tmp_path):
     workdir = tmp_path / "run"
@@ -19,7 +23,8 @@ def test_a_second_run_on_a_busy_workdir_is_refused(tmp_path):
     try:
         history = workdir / "history.csv"
         deadline = time.time() + 300
-        while time.time() < deadline and first.poll() is None and not history.exists():
+        # Until the first epoch's row is in (CSVLogger creates the file empty at the start).
+        while time.time() < deadline and first.poll() is None and not _rows(history):
             time.sleep(0.05)
         assert first.poll() is None, "the first run ended before the second started"
         second = run(command)
