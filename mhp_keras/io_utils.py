@@ -106,7 +106,8 @@ def temporary_prefix(name: str) -> str:
 _TEMPORARY = re.compile(r"^\.(?P<name>.+?)(\.tmp)?-(?:(?P<pid>\d+)-)?[^-]+$")
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host (owned by any user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -137,7 +138,7 @@ def remove_stale_temporaries(folder: str, kinds: tuple[str, ...] = ()) -> tuple[
         pid = match.group("pid")
         if pid is None:
             reported.append(path)
-        elif not _process_alive(int(pid)):
+        elif not process_alive(int(pid)):
             target = os.path.join(folder, match.group("name"))
             if name.endswith(".old") and not os.path.lexists(target):
                 # Killed between moving the old version aside and moving the new one in (see

@@ -80,7 +80,6 @@ flags, the per-image decisions, scores.csv and the report.
 from __future__ import annotations
 
 import csv
-import errno
 import functools
 import io
 import math
@@ -127,9 +126,6 @@ CSV_COLUMNS = (
     "anomalous_pixels",
     "error",
 )
-
-# errno values of an output that cannot be written for want of room (or a read-only device).
-NO_ROOM_ERRNOS = DISK_FULL_ERRNOS | {errno.EROFS}
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("saved_model", None, "SavedModel version dir, or model dir (highest version).")
@@ -293,11 +289,11 @@ def predict(
                 try:
                     scale = write_pictures(store, output_dir, root, values, metadata, **pictures)
                 except OSError as e:
-                    if e.errno not in NO_ROOM_ERRNOS:
+                    if e.errno not in DISK_FULL_ERRNOS:
                         raise
                     pictures_error = _no_room(e, output_dir, scores_csv)
     except OSError as e:
-        if e.errno not in NO_ROOM_ERRNOS:
+        if e.errno not in DISK_FULL_ERRNOS:
             raise
         raise DiskFull(_no_room(e, output_dir, None)) from None
     return {

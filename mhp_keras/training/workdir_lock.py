@@ -29,6 +29,7 @@ import time
 from absl import logging
 
 from mhp_keras.errors import UserError
+from mhp_keras.io_utils import process_alive
 
 LOCK_NAME = ".lock"
 
@@ -52,14 +53,8 @@ def process_start_time(pid: int) -> int | None:
 def _alive(owner: dict) -> bool:
     """Whether the process that wrote `owner` (on this host) still runs."""
     pid = owner.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
+    if not isinstance(pid, int) or pid <= 0 or not process_alive(pid):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by another user
     started = owner.get("start_time")
     return started is None or process_start_time(pid) in (None, started)
 
