@@ -22,4 +22,5 @@ from configs import folders
 def get_config():
     c = folders.get_config()
     c.data.normal_class = "normal"  # ignored with data.normal_dir; the classes are normal/anomalous
+    c.data.crop = "auto"  # tiles for large photos, whole images for small ones
     return c

@@ -32,6 +32,8 @@ from mhp_keras.studies import ablation, class_table
         ("MHP-8", "mhp-8", 8, 0.0),
         (" conad-2 ", "conad-2", 2, 0.1),
         ("CONAD-016", "conad-16", 16, 0.1),
+        ("MDN-8", "mdn-8", 8, 0.0),
+        ("MDN+ConAD-4", "mdn+conad-4", 4, 0.1),
     ],
 )
 def test_variant_names_set_hypotheses_and_adversarial_weight(text, name, hypotheses, adv_weight):
@@ -52,11 +54,23 @@ def test_adversarial_variants_take_the_configs_weight():
     assert weights == pytest.approx([0.3, 0.3, 0.0])
 
 
-def test_no_variants_means_the_papers_four_at_the_configs_hypotheses():
+def test_no_variants_means_the_papers_seven_at_the_configs_hypotheses():
     config = base_config()
     config.model.hypotheses = 8
     names = [v.name for v in ablation.parse_variants(config)]
-    assert names == ["vae", "vae-gan", "mhp-8", "mhp-wta-8", "conad-8"]
+    assert names == [
+        "vae", "vae-gan", "mdn-8", "mhp-8", "mhp-wta-8", "conad-8", "mdn+conad-8"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "text, mixture",
+    [("mdn-8", "mdn"), ("mdn+conad-8", "mdn"), ("conad-8", "wta"), ("vae", "wta")],
+)
+def test_mdn_variants_mix_and_the_others_compete(text, mixture):
+    config = base_config()
+    config.loss.mixture = "mdn"  # a variant states its own mixture whatever the config says
+    assert ablation.parse_variant(text).apply(config).loss.mixture == mixture
 
 
 @pytest.mark.parametrize("text, eps", [("mhp-8", 0.05), ("mhp-wta-8", 0.0), ("conad-8", 0.05)])
@@ -88,7 +102,7 @@ def test_unknown_variant_names_list_the_valid_patterns(variants, expected):
     with pytest.raises(ConfigError) as error:
         ablation.parse_variants(config)
     assert expected in str(error.value)
-    assert "vae, vae-gan, mhp-H, mhp-wta-H, conad-H" in str(error.value)
+    assert "vae, vae-gan, mdn-H, mhp-H, mhp-wta-H, conad-H, mdn+conad-H" in str(error.value)
 
 
 @pytest.mark.parametrize(
@@ -303,7 +317,7 @@ def test_unknown_variant_on_the_command_line(tmp_path):
     )
     message = user_error(result)
     assert message.startswith("error: eval.variants names an unknown variant 'gan'")
-    assert "vae, vae-gan, mhp-H, mhp-wta-H, conad-H" in message
+    assert "vae, vae-gan, mdn-H, mhp-H, mhp-wta-H, conad-H, mdn+conad-H" in message
 
 
 def test_a_single_normal_folder_is_refused(tmp_path):

@@ -112,7 +112,7 @@ def test_tiny_fit_lowers_the_loss():
 
 
 def test_score_uses_the_winning_head_and_aggregates():
-    model = tiny(hypotheses=3, score_aggregate="topk", topk_fraction=0.1)
+    model = tiny(hypotheses=3, score_aggregate="topk_sum", topk_fraction=0.1)
     x = images(5)
     scores, maps = model.score(x, batch_size=2)
     means, log_vars = model(x)

@@ -66,8 +66,9 @@ def test_end_to_end(root):
     rows = list(dataset_for_split(data.test, config, training=False).unbatch().as_numpy_iterator())
     images = np.stack([r["image"] for r in rows])
     assert images.shape == (5, 16, 16, 3) and images.min() >= 0 and images.max() <= 1
+    # Column 2: t1.bmp (8 x 30) is letterboxed into 4 x 16 pixels at the left.
     np.testing.assert_allclose(
-        images[:, 8, 8, 0], [220 / 255, 220 / 255, 100 / 255, 100 / 255, 10 / 255], atol=0.01
+        images[:, 8, 2, 0], [220 / 255, 220 / 255, 100 / 255, 100 / 255, 10 / 255], atol=0.01
     )
     assert [r["label"] for r in rows] == [1, 1, 0, 0, 1]
 

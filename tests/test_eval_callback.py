@@ -39,6 +39,6 @@ def test_pixel_anchor_matches_the_aggregation():
     from mhp_keras.scoring.reports import pixel_anchor
 
     assert pixel_anchor(256.0, "sum", 0.1, 256) == 1.0
-    assert pixel_anchor(52.0, "topk", 0.1, 256) == 2.0  # ceil(25.6) = 26 pixels
+    assert pixel_anchor(52.0, "topk_sum", 0.1, 256) == 2.0  # ceil(25.6) = 26 pixels
     assert pixel_anchor(3.0, "mean", 0.1, 256) == 3.0
     assert pixel_anchor(float("inf"), "sum", 0.1, 256) is None

@@ -109,10 +109,16 @@ def test_other_sizes_are_resized_in_graph_like_the_pipeline(rgb):
     model = rgb["model"]
     images = uint8_images(3, 24, 20, 3, seed=1)
     out = rgb["loaded"].signatures["serving_default"](images=tf.constant(images))
-    resized = resize_image(tf.image.convert_image_dtype(images, tf.float32), 16).numpy()
-    scores, _ = model.score(resized)
+    floats = tf.image.convert_image_dtype(images, tf.float32)
+    # Letterboxed (the default) as the pipeline does: 24 x 20 lands as 16 x 13, padded.
+    letterboxed = resize_image(floats, 16).numpy()
+    assert np.all(letterboxed[:, :, 13:] == 0.0)
+    scores, maps = model.score(floats.numpy())
     # Same ops on the same floats, in a graph instead of eagerly: same tolerance as at 16x16.
     np.testing.assert_allclose(out["anomaly_score"].numpy(), scores, atol=ATOL, rtol=RTOL)
+    np.testing.assert_array_equal(out["map_size"].numpy(), [[16, 13]] * 3)
+    assert maps.shape == (3, 16, 13)
+    np.testing.assert_allclose(out["anomaly_map"].numpy()[:, :, :13], maps, atol=1e-4)
 
 
 def test_bytes_signature_matches_uint8_signature(rgb):

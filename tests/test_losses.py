@@ -113,7 +113,7 @@ def test_anomaly_map_and_best_hypothesis():
 @pytest.mark.parametrize("fraction", [0.1, 0.25, 0.5, 1.0, 0.001])
 def test_topk_aggregation_matches_numpy(fraction):
     amap = np.random.default_rng(5).random((4, 8, 8)).astype(np.float32)
-    got = losses.aggregate_map(amap, "topk", fraction).numpy()
+    got = losses.aggregate_map(amap, "topk_sum", fraction).numpy()
     k = max(1, math.ceil(64 * fraction))
     expected = np.sort(amap.reshape(4, -1), axis=1)[:, -k:].sum(1)
     np.testing.assert_allclose(got, expected, rtol=1e-5)

@@ -56,6 +56,8 @@ BAD_VALUES = {
     "kl_weight": -1.0,
     "adv_weight": -0.1,
     "adv_hypotheses": "some",
+    "adv_balance": "sometimes",
+    "mixture": "mdm",
     "score_aggregate": "median",
     "topk_fraction": 0.0,
     "clip_norm": -1.0,
@@ -63,6 +65,9 @@ BAD_VALUES = {
     "tile_stride": 5,
     "tile_scale": 0.0,
     "map_sigma": -1.0,
+    "resize": "stretch",
+    "roi": "mask",  # without a roi_mask
+    "roi_margin": -1,
 }
 
 

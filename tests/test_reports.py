@@ -124,7 +124,7 @@ def test_heatmap_norm_constant_maps_do_not_divide_by_zero():
 
 @pytest.mark.parametrize(
     ("aggregate", "threshold", "anchor"),
-    [("sum", 64.0, 1.0), ("mean", 0.7, 0.7), ("topk", 14.0, 2.0)],
+    [("sum", 64.0, 1.0), ("mean", 0.7, 0.7), ("topk_sum", 14.0, 2.0), ("topk", 2.0, 2.0)],
 )
 def test_heatmap_scale_centres_on_the_threshold_pixel_value(aggregate, threshold, anchor):
     # 8 x 8 maps: a sum threshold of 64 is 1 per pixel; topk 0.1 sums ceil(6.4) = 7 pixels.

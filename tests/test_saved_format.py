@@ -28,6 +28,8 @@ def test_model_saved_by_release_0_1_0_scores_as_it_did():
     np.testing.assert_allclose(model.score(images())[0], OLD_SCORES, rtol=1e-4)
     assert np.isfinite(float(model.threshold.numpy()))
     assert model.compiled  # both optimizers are restored, so training can resume
+    # It was trained with the fixed adversarial weight and resumes with it; it is a WTA model.
+    assert model.adv_balance == "fixed" and model.mixture == "wta" and model.mixer is None
 
 
 def round_trip(model, tmp_path):

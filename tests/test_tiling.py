@@ -28,17 +28,51 @@ def numpy_tiles(height, width, tile, stride):
     return [(y, x) for y in starts(height) for x in starts(width)]
 
 
+def numpy_window(tile):
+    """The blending window written out from its closed form (tiling's module docstring)."""
+    t = np.arange(tile) + 0.5
+    return 0.01 + 0.99 * np.sin(np.pi * t / tile) ** 2
+
+
+def numpy_pad(image, size_h, size_w):
+    """Symmetric reflection to at least size_h x size_w, repeated while the image is too small."""
+    padded = image
+    while padded.shape[0] < size_h or padded.shape[1] < size_w:
+        pad_h = min(size_h - padded.shape[0], padded.shape[0])
+        pad_w = min(size_w - padded.shape[1], padded.shape[1])
+        padded = np.pad(padded, [(0, pad_h), (0, pad_w), (0, 0)], mode="symmetric")
+    return padded[:size_h, :size_w]
+
+
+def numpy_blend(height, width, tile, stride, tile_output, weights=None):
+    """Brute force: sum(w * out) / sum(w) over the covering tiles, `tile_output(y, x)` being the
+    [tile, tile] output of the tile at origin (y, x) and w the separable window (or `weights`:
+    all ones is the plain average)."""
+    origins = numpy_tiles(height, width, tile, stride)
+    size_h, size_w = origins[-1][0] + tile, origins[-1][1] + tile
+    if weights is None:
+        weights = np.outer(numpy_window(tile), numpy_window(tile))
+    total, norm = np.zeros((size_h, size_w)), np.zeros((size_h, size_w))
+    for y, x in origins:
+        total[y : y + tile, x : x + tile] += weights * tile_output(y, x)
+        norm[y : y + tile, x : x + tile] += weights
+    return (total / norm)[:height, :width]
+
+
 @pytest.mark.parametrize(
     ("height", "width", "tile", "stride"),
     [(64, 64, 16, 16), (37, 50, 16, 8), (100, 33, 32, 16), (10, 7, 16, 4), (16, 16, 16, 8)],
 )
-def test_stitched_outputs_are_the_average_over_covering_tiles(height, width, tile, stride):
+def test_stitched_outputs_are_the_window_weighted_average_over_covering_tiles(
+    height, width, tile, stride
+):
+    # Each tile's output is its own mean, so overlapping tiles disagree and the weights matter
+    # (this test used to expect the plain average; the stitching now blends with the window).
     rng = np.random.default_rng(0)
     image = rng.random((height, width, 2)).astype(np.float32)
     origins = numpy_tiles(height, width, tile, stride)
 
     def fn(tiles):
-        # Each tile's output is its own mean plus its running index, so overlaps differ.
         n = tf.shape(tiles)[0]
         value = tf.reduce_mean(tiles, axis=[1, 2, 3])[:, None, None]
         return {
@@ -48,22 +82,66 @@ def test_stitched_outputs_are_the_average_over_covering_tiles(height, width, til
         }
 
     out = tiling.tiled_apply(tf.constant(image), fn, tile, stride, {"map": [], "copy": [2]}, 1)
-    # Brute force: pad symmetric to the grid, average each tile's mean over the pixels it covers.
-    size_h = origins[-1][0] + tile
-    size_w = origins[-1][1] + tile
-    padded = image
-    while padded.shape[0] < size_h or padded.shape[1] < size_w:
-        pad_h = min(size_h - padded.shape[0], padded.shape[0])
-        pad_w = min(size_w - padded.shape[1], padded.shape[1])
-        padded = np.pad(padded, [(0, pad_h), (0, pad_w), (0, 0)], mode="symmetric")
-    total, count = np.zeros((size_h, size_w)), np.zeros((size_h, size_w))
-    for y, x in origins:
-        total[y : y + tile, x : x + tile] += padded[y : y + tile, x : x + tile].mean()
-        count[y : y + tile, x : x + tile] += 1
-    expected = (total / count)[:height, :width]
+    padded = numpy_pad(image, origins[-1][0] + tile, origins[-1][1] + tile)
+
+    def tile_mean(y, x):
+        return np.full((tile, tile), padded[y : y + tile, x : x + tile].mean())
+
+    expected = numpy_blend(height, width, tile, stride, tile_mean)
     np.testing.assert_allclose(out["map"].numpy(), expected, rtol=1e-5, atol=1e-6)
+    # Any weighted average of equal values is that value: the image comes back exactly.
     np.testing.assert_allclose(out["copy"].numpy(), image, rtol=1e-6, atol=1e-6)
     assert out["votes"].numpy().tolist() == [len(origins)]
+    if stride == tile:  # one tile per pixel: the weights cancel, the tile's own value is kept
+        means = {o: padded[o[0] : o[0] + tile, o[1] : o[1] + tile].mean() for o in origins}
+        plain = np.zeros((height, width))
+        for (y, x), mean in means.items():
+            plain[y : y + tile, x : x + tile] = mean
+        np.testing.assert_allclose(out["map"].numpy(), plain, rtol=1e-5, atol=1e-6)
+
+
+def test_stitching_with_edge_errors_shows_no_tile_grid():
+    """A per-tile function that is exact inside the tile and off by ERR within BAND pixels of
+    the tile's edges, as a real model reconstructs worst where its convolutions meet padding.
+    Averaged, every pixel within BAND of some tile's edge is off by ERR / 2 or more: the grid's
+    lines. Blended, the error is the edge tiles' share of the window, a few per cent of ERR."""
+    tile, stride, band, err = 32, 16, 2, 1.0
+    height, width = 150, 170  # 9 x 10 tiles: many tile boundaries inside the image
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:height, 0:width]
+    field = np.sin(yy / 23.0) + np.cos(xx / 31.0) + 0.1 * rng.random((height, width))
+    local = np.arange(tile)
+    in_band = (local < band) | (local >= tile - band)
+    edge = np.maximum(in_band[:, None], in_band[None, :]).astype(np.float32)  # [T, T]
+
+    def fn(tiles):
+        return {"map": tiles[..., 0] + err * edge, "votes": tf.ones([tf.shape(tiles)[0], 1])}
+
+    image = tf.constant(field[..., None].astype(np.float32))
+    stitched = tiling.tiled_apply(image, fn, tile, stride, {"map": []}, 1)["map"].numpy()
+    padded = numpy_pad(field[..., None], 160 + tile, 176 + tile)[..., 0]
+
+    def tile_output(y, x):
+        return padded[y : y + tile, x : x + tile] + err * edge
+
+    np.testing.assert_allclose(
+        stitched, numpy_blend(height, width, tile, stride, tile_output), rtol=1e-5, atol=1e-5
+    )
+    residual = (stitched - field)[tile:-tile, tile:-tile]  # away from the image's own border
+    # The worst interior pixel is `band - 1` from one tile's edge along an axis (closed form of
+    # the window) and possibly along both: at most 1 - (1 - r)^2 of err.
+    w = numpy_window(tile)
+    r = w[band - 1] / (w[band - 1] + w[band - 1 + stride])
+    assert r < 0.05
+    assert residual.max() <= err * (1 - (1 - r) ** 2) + 1e-5
+    assert residual.min() >= -1e-5
+    # The largest step between neighbouring pixels, of which a grid line has two, stays below
+    # that bound too, where the plain average steps by err / 2 at every line.
+    steps = max(np.abs(np.diff(residual, axis=0)).max(), np.abs(np.diff(residual, axis=1)).max())
+    assert steps <= err * (1 - (1 - r) ** 2) + 1e-5
+    averaged = numpy_blend(height, width, tile, stride, tile_output, np.ones((tile, tile)))
+    plain_residual = (averaged - field)[tile:-tile, tile:-tile]
+    assert np.abs(np.diff(plain_residual, axis=1)).max() >= err / 2 - 1e-6
 
 
 def test_tiling_traces_for_any_image_size():
@@ -216,7 +294,10 @@ def test_train_and_evaluate_on_tiles_at_native_resolution(tmp_path, tiny_config)
     for i in range(3):
         defect = (5 + 7 * i, 9 + 5 * i, 4)
         write_surface(str(root / "test/spot" / f"{i}.png"), 48, 48 + 8 * i, 200 + i, defect)
-    config = tiny_config(**{"data.name": "mvtec", "data.crop": "tile", "eval.report": True})
+    # crop=auto resolves to tile (short sides of 48 >= 2 x 16) and score.tiling=auto follows it;
+    # each epoch draws 5 random tiles of each of the 6 training images.
+    config = tiny_config(**{"data.name": "mvtec", "data.crop": "auto", "eval.report": True})
+    config.data.tiles_per_image = 5
     config.data.root = str(tmp_path / "data")
     config.data.category = "plate"
     config.data.val_fraction = 0.25
@@ -232,6 +313,9 @@ def test_train_and_evaluate_on_tiles_at_native_resolution(tmp_path, tiny_config)
         predicted, normalized = int(row.split(",")[3]), float(row.split(",")[4])
         assert (normalized >= 0.5) == bool(predicted)
     assert os.path.isfile(tmp_path / "run" / "report" / "examples.png")
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    column = history[0].split(",").index("examples_per_sec")
+    assert len(history) == 3 and all(float(r.split(",")[column]) > 0 for r in history[1:])
     # The export tiles too: a native-size test image through the SavedModel.
     export = tf.saved_model.load(metrics["export"])
     from PIL import Image

@@ -45,7 +45,11 @@ def _data_section() -> ml_collections.ConfigDict:
     s.abnormal_dir = ""
     s.mask_dir = ""
     s.category = ""  # for mvtec
-    s.crop = "none"  # none | random | tile: training crops for images larger than image_size
+    # none | random | tile | auto: training crops for images larger than image_size (auto = tile
+    # when the median short side x score.tile_scale is >= 2 x image_size, else none).
+    s.crop = "none"
+    # crop=tile: random tiles drawn per training image and epoch (0 = every tile, every epoch).
+    s.tiles_per_image = 0
     s.crop_fraction = 0.5  # crop=random: crop side as a fraction of the image's short side
     s.on_bad_file = "error"  # error | skip
     s.max_train = 0  # cap on training images (0 = all); keeps quick runs quick
@@ -55,6 +59,11 @@ def _data_section() -> ml_collections.ConfigDict:
     # textures: a dark frame around every patch, each side up to this fraction of the patch wide,
     # drawn per image (0 = none): the varying borders of real inspection images.
     s.frame_border = 0.0
+    # Whole-image mode: letterbox (long side to image_size, padded; the padding is never scored)
+    # or squash (both sides to image_size). Identical for square images.
+    s.resize = "letterbox"
+    # A fixed camera's region of interest: one mask image, white = inspect (score.roi=mask).
+    s.roi_mask = ""
     return s
 
 
@@ -78,7 +87,14 @@ def _loss_section() -> ml_collections.ConfigDict:
     s.wta = "sample"  # sample | pixel: granularity of the winner
     s.eps = 0.05  # relaxation: the losers share this weight (0 = hard WTA; >0 stops dead heads)
     s.kl_weight = 1.0
-    s.adv_weight = 0.1  # 0 disables the discriminator
+    # 0 disables the discriminator. With adv_balance=adaptive: the adversarial gradient's norm
+    # over the WTA NLL's on the decoder's last shared layer, kept so every step (D's share of
+    # the generator's update, whatever the image size); with fixed: lambda itself in eq. (5).
+    s.adv_weight = 0.1
+    s.adv_balance = "adaptive"  # adaptive | fixed (see training/objective.py)
+    # wta = the heads compete (MHP, ConAD); mdn = a mixture density network with mixing
+    # coefficients from z (the paper's MDN-H baseline; training/mixture.py).
+    s.mixture = "wta"
     # Fakes for D: sample = one random head per image; all = every head; group = every head, D
     # seeing each input's K hypotheses as one group (hypotheses discrimination, paper 4.2).
     s.adv_hypotheses = "sample"
@@ -120,18 +136,24 @@ def _train_section() -> ml_collections.ConfigDict:
 
 def _score_section() -> ml_collections.ConfigDict:
     s = ml_collections.ConfigDict()
-    s.aggregate = "sum"  # sum | mean | topk
+    s.aggregate = "sum"  # sum | mean | topk (mean of the top fraction) | topk_sum (their sum)
     s.topk_fraction = 0.1
     # Inference on tiles at native resolution instead of the whole image resized to image_size:
     # auto (tiles when data.crop=tile) | none | tile.
     s.tiling = "auto"
     # Pixels between tile origins, dividing image_size; unset (None) = half a tile.
     s.tile_stride = config_dict.placeholder(int)
-    s.tile_scale = 1.0  # images are scaled by this before tiling (1 = native resolution)
+    # Images are scaled by this before tiling, in training (data.crop=tile) and in tiled scoring
+    # alike, so the model scores at the scale it learnt (1 = native resolution).
+    s.tile_scale = 1.0
     # Gaussian blur (sigma, in the model's pixels) of the anomaly map used for localization
     # (maps, masks, pixel metrics); unset (None) = image_size / 32; 0 = off. The image score
     # aggregates the unblurred map.
     s.map_sigma = config_dict.placeholder(float)
+    # Region of interest: none | auto (leave out each image's uniform frame) | mask (data.roi_mask).
+    # Pixels outside count in neither the image score nor the pixel metrics.
+    s.roi = "none"
+    s.roi_margin = 2  # pixels of the map left out inside the auto frame's edge
     return s
 
 
@@ -142,7 +164,8 @@ def _eval_section() -> ml_collections.ConfigDict:
     s.pixel_threshold_quantile = 0.999  # of the normal validation maps' pixels
     s.report = True  # write figures under workdir/report/
     s.classes = ""  # benchmark_classes / ablation: comma-separated classes ("" = every class)
-    # ablation: comma-separated variants vae, vae-gan, mhp-H, mhp-wta-H, conad-H, any case (the
-    # paper's baselines as settings of this model); "" = all five with H = model.hypotheses.
+    # ablation: comma-separated variants vae, vae-gan, mdn-H, mhp-H, mhp-wta-H, conad-H,
+    # mdn+conad-H, any case (the paper's baselines as settings of this model); "" = all seven
+    # with H = model.hypotheses.
     s.variants = ""
     return s

@@ -16,11 +16,16 @@ from mhp_keras.config.defaults import base_config
 
 SUPPORTED_SIZES = (16, 32, 64, 128, 256)
 WTA_MODES = ("sample", "pixel")
-AGGREGATES = ("sum", "mean", "topk")
+AGGREGATES = ("sum", "mean", "topk", "topk_sum")
+RESIZES = ("letterbox", "squash")
+ROIS = ("none", "auto", "mask")
 ADV_HYPOTHESES = ("sample", "all", "group")
+ADV_BALANCES = ("adaptive", "fixed")
+MIXTURES = ("wta", "mdn")  # as mhp_keras.training.mixture.MIXTURES, without importing TF
 TILINGS = ("none", "tile")
 # Config values the model resolves from other keys: score.tiling="auto" tiles at inference
-# exactly when training does (data.crop="tile").
+# exactly when training does (data.crop="tile"; training resolves data.crop="auto" to "tile" or
+# "none" from the images' sizes before it builds the model, `data.training_tiles.resolve_crop`).
 AUTO = "auto"
 
 # ConAD argument -> config key (dotted, below the config's root).
@@ -42,12 +47,18 @@ CONFIG_KEYS = {
     "kl_weight": "loss.kl_weight",
     "adv_weight": "loss.adv_weight",
     "adv_hypotheses": "loss.adv_hypotheses",
+    "adv_balance": "loss.adv_balance",
+    "mixture": "loss.mixture",
     "score_aggregate": "score.aggregate",
     "topk_fraction": "score.topk_fraction",
     "tiling": "score.tiling",
     "tile_stride": "score.tile_stride",
     "tile_scale": "score.tile_scale",
     "map_sigma": "score.map_sigma",
+    "resize": "data.resize",
+    "roi": "score.roi",
+    "roi_mask": "data.roi_mask",
+    "roi_margin": "score.roi_margin",
     "clip_norm": "train.clip_norm",
     "seed": "seed",
 }
@@ -63,6 +74,10 @@ def config_value(config, key: str):
 
 def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_set(value) -> bool:  # a path, array or stored mask; None and "" are unset
+    return value is not None and not (isinstance(value, str) and value == "")
 
 
 def _is_number(value) -> bool:
@@ -96,6 +111,11 @@ RULES: dict[str, Rule] = {
         lambda v, values: v in ADV_HYPOTHESES and (v != "group" or values["hypotheses"] >= 2),
         f"one of {list(ADV_HYPOTHESES)} ('group' needs hypotheses >= 2)",
     ),
+    "adv_balance": (lambda v, _: v in ADV_BALANCES, f"one of {list(ADV_BALANCES)}"),
+    "mixture": (
+        lambda v, values: v in MIXTURES and (v != "mdn" or values["wta"] == "sample"),
+        f"one of {list(MIXTURES)} ('mdn' mixes whole images: it needs wta='sample')",
+    ),
     "score_aggregate": (lambda v, _: v in AGGREGATES, f"one of {list(AGGREGATES)}"),
     "topk_fraction": (lambda v, _: _is_number(v) and 0.0 < v <= 1.0, "a fraction in (0, 1]"),
     "clip_norm": (lambda v, _: _is_number(v) and v >= 0, "a norm >= 0 (0 = off)"),
@@ -112,6 +132,12 @@ RULES: dict[str, Rule] = {
         lambda v, _: v is None or (_is_number(v) and 0 <= v <= 64),
         "unset (image_size / 32), 0 (off) or a blur in pixels up to 64",
     ),
+    "resize": (lambda v, _: v in RESIZES, f"one of {list(RESIZES)}"),
+    "roi": (
+        lambda v, values: v in ROIS and (v == "mask") == _is_set(values.get("roi_mask")),
+        f"one of {list(ROIS)}; 'mask' exactly when roi_mask (data.roi_mask) is set",
+    ),
+    "roi_margin": (lambda v, _: _is_int(v) and 0 <= v <= 64, "a number of pixels in [0, 64]"),
 }
 
 
@@ -129,6 +155,23 @@ def conad_arguments(config) -> dict:
     if arguments["tiling"] == AUTO:
         arguments["tiling"] = "tile" if config.data.crop == "tile" else "none"
     return arguments
+
+
+def upgrade_saved_config(config) -> dict:
+    """A copy of a saved ConAD config, with what older saves meant spelt the current way.
+
+    Models saved before letterboxing (their config has no "resize") squashed whole images, and
+    their "topk" was the sum of the top pixels, now "topk_sum": their scores and thresholds stay.
+    Models saved before the adaptive adversarial balance trained with the fixed weight, and
+    resume training with it.
+    """
+    config = dict(config)
+    config.setdefault("adv_balance", "fixed")
+    if "resize" not in config:
+        config["resize"] = "squash"
+        if config.get("score_aggregate") == "topk":
+            config["score_aggregate"] = "topk_sum"
+    return config
 
 
 # Every ConAD default, read from the config's defaults ("auto" resolved as for a config that

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from mhp_keras.config.defaults import base_config
+from mhp_keras.data import training_tiles
 from mhp_keras.data.base import ImageSet
 from mhp_keras.data.image_files import decode_on_host, file_needs_host_decoding
+from mhp_keras.data.letterbox import fitted_size
 from mhp_keras.errors import ConfigError
+from mhp_keras.scoring.tiling import scale_image
 
 AUTOTUNE = tf.data.AUTOTUNE
 # `make_dataset`'s defaults are the config's, read from the one place they are defined.
@@ -95,19 +99,30 @@ def _host_flags(paths) -> bool | np.ndarray:
     return bool(flags[0]) if flags.size and (flags == flags[0]).all() else flags
 
 
-def resize_image(image: tf.Tensor, size: int) -> tf.Tensor:
-    """Bilinear, antialiased resize to [size, size], clipped back into [0, 1]."""
-    image = tf.image.resize(image, [size, size], method="bilinear", antialias=True)
-    return tf.clip_by_value(image, 0.0, 1.0)
+def resize_image(image: tf.Tensor, size: int, mode: str = _DEFAULTS.data.resize) -> tf.Tensor:
+    """Bilinear, antialiased resize of [h, w, C] or [B, h, w, C] into [size, size], clipped back
+    into [0, 1]: "letterbox" keeps the aspect (long side to size, zeros at the bottom and right,
+    `mhp_keras.data.letterbox`), "squash" stretches both sides."""
+    fitted = [size, size] if mode == "squash" else fitted_size(tf.shape(image)[-3:-1], size, mode)
+    image = tf.image.resize(image, fitted, method="bilinear", antialias=True)
+    image = tf.clip_by_value(image, 0.0, 1.0)
+    return image if mode == "squash" else tf.image.pad_to_bounding_box(image, 0, 0, size, size)
 
 
-def resize_mask(mask: tf.Tensor, size: int) -> tf.Tensor:
-    """Nearest-neighbour resize, so masks stay exactly {0, 1}."""
-    return tf.image.resize(mask, [size, size], method="nearest")
+def resize_mask(mask: tf.Tensor, size: int, mode: str = _DEFAULTS.data.resize) -> tf.Tensor:
+    """Nearest-neighbour resize, so masks stay exactly {0, 1}; placed as `resize_image` places
+    the image."""
+    if mode == "squash":
+        return tf.image.resize(mask, [size, size], method="nearest")
+    mask = tf.image.resize(mask, fitted_size(tf.shape(mask)[-3:-1], size, mode), method="nearest")
+    return tf.image.pad_to_bounding_box(mask, 0, 0, size, size)
 
 
-def _source(images: ImageSet, channels: int, size: int, fit=resize_image) -> tf.data.Dataset:
-    """Decoded, resized elements before caching; `fit` sizes the image (see training crops)."""
+def _source(
+    images: ImageSet, channels: int, size: int, fit=resize_image, resize=_DEFAULTS.data.resize
+) -> tf.data.Dataset:
+    """Decoded, resized elements before caching; `fit` sizes the image (see training crops) and
+    masks are placed as `resize` places whole images."""
     n = len(images)
     columns = {
         "label": images.labels.astype(np.int32),
@@ -145,7 +160,7 @@ def _source(images: ImageSet, channels: int, size: int, fit=resize_image) -> tf.
             "image": image if fit is None else fit(image, size),
             "label": row["label"],
             # At native size (fit=None) the mask keeps its image's size, else the model's.
-            "mask": mask if fit is None else resize_mask(mask, size),
+            "mask": mask if fit is None else resize_mask(mask, size, resize),
             "id": row["id"],
         }
 
@@ -161,15 +176,19 @@ def _source(images: ImageSet, channels: int, size: int, fit=resize_image) -> tf.
 #   Implemented as an aspect-preserving resize of the short side to image_size / crop_fraction
 #   (cached once), followed by a fresh random image_size x image_size crop per epoch, which gives
 #   the same pixels as cropping first and resizing after, without re-decoding files every epoch.
-# "tile": each training image is cut into non-overlapping image_size x image_size tiles at its
-#   native resolution (a centred grid; the leftover border is dropped), and every tile is one
-#   training example. An image smaller than image_size in either direction is resized whole.
+# "tile": each training image, scaled by score.tile_scale (the scale tiled scoring scores at;
+#   1 = native resolution), is cut into non-overlapping image_size x image_size tiles (a centred
+#   grid; the leftover border is dropped), and every tile is one training example. An image
+#   smaller than image_size in either direction is resized whole. With data.tiles_per_image=k > 0
+#   the scaled image is cached whole instead and each epoch draws k random tiles from it
+#   (`training_tiles.py`); an image smaller than a tile is padded by reflection, as scoring pads.
+# "auto": "tile" or "none" from the training images' sizes (`training_tiles.choose_crop`).
 #
 # Both change the scale the model sees in training relative to the whole-image evaluation (by a
 # factor 1 / crop_fraction for "random"; by short side / image_size for "tile"), so they suit
 # stationary textures and surfaces more than object-centred images.
 
-CROP_MODES = ("none", "random", "tile")
+CROP_MODES = ("none", "random", "tile", training_tiles.AUTO)
 
 
 def resize_short_side(image: tf.Tensor, side: int) -> tf.Tensor:
@@ -181,8 +200,9 @@ def resize_short_side(image: tf.Tensor, side: int) -> tf.Tensor:
     return tf.clip_by_value(image, 0.0, 1.0)
 
 
-def tile_image(image: tf.Tensor, size: int) -> tf.Tensor:
-    """[n, size, size, C] non-overlapping tiles on a centred grid ([1, ...] if too small)."""
+def tile_image(image: tf.Tensor, size: int, resize: str = _DEFAULTS.data.resize) -> tf.Tensor:
+    """[n, size, size, C] non-overlapping tiles on a centred grid ([1, ...], the whole image
+    placed by `resize`, if too small)."""
     h, w = tf.shape(image)[0], tf.shape(image)[1]
     rows, cols = h // size, w // size
 
@@ -193,14 +213,25 @@ def tile_image(image: tf.Tensor, size: int) -> tf.Tensor:
         return tf.reshape(tf.transpose(grid, [0, 2, 1, 3, 4]), [rows * cols, size, size, -1])
 
     def whole():
-        return resize_image(image, size)[None]
+        return resize_image(image, size, resize)[None]
 
     return tf.cond(tf.logical_and(rows > 0, cols > 0), tiles, whole)
 
 
-def _training_fit(crop: str, crop_fraction: float):
-    """The per-image sizing used before caching, for a crop mode (see above)."""
-    if crop not in CROP_MODES:
+def _whole_fit(resize: str):
+    """Whole images to the model's size, as `resize` (letterbox or squash) says."""
+    return lambda image, size: resize_image(image, size, resize)
+
+
+def _training_fit(
+    crop: str,
+    crop_fraction: float,
+    tiles_per_image: int = 0,
+    scale: float = 1.0,
+    resize: str = _DEFAULTS.data.resize,
+):
+    """The per-image sizing used before caching, for a resolved crop mode (see above)."""
+    if crop not in CROP_MODES or crop == training_tiles.AUTO:
         raise ConfigError(f"config.data.crop={crop!r}: expected one of {list(CROP_MODES)}.")
     if crop == "random":
         if not 0.0 < crop_fraction <= 1.0:
@@ -209,13 +240,19 @@ def _training_fit(crop: str, crop_fraction: float):
                 "(the side of a random crop relative to the image's short side)."
             )
         return lambda image, size: resize_short_side(image, round(size / crop_fraction))
+    if crop == "tile" and tiles_per_image:
+        return lambda image, size: training_tiles.pad_to_tile(scale_image(image, scale), size)
     if crop == "tile":
-        return tile_image
-    return resize_image
+        return lambda image, size: tile_image(scale_image(image, scale), size, resize)
+    return _whole_fit(resize)
 
 
-def _training_crops(ds: tf.data.Dataset, crop: str, size: int, seed: int) -> tf.data.Dataset:
+def _training_crops(
+    ds: tf.data.Dataset, crop: str, size: int, seed: int, tiles_per_image: int, images: int
+) -> tf.data.Dataset:
     """Cached training images -> examples of [size, size, C] (after `_training_fit`)."""
+    if crop == "tile" and tiles_per_image:
+        return training_tiles.sampled_tiles(ds, size, tiles_per_image, seed, images)
     if crop == "tile":
         return ds.unbatch()
     if crop == "random":
@@ -242,6 +279,9 @@ def make_dataset(
     shuffle_buffer: int = _DEFAULTS.data.shuffle_buffer,
     crop: str = _DEFAULTS.data.crop,
     crop_fraction: float = _DEFAULTS.data.crop_fraction,
+    tiles_per_image: int = _DEFAULTS.data.tiles_per_image,
+    tile_scale: float = _DEFAULTS.score.tile_scale,
+    resize: str = _DEFAULTS.data.resize,
     native: bool = False,
 ) -> tf.data.Dataset:
     """The batched pipeline for one split.
@@ -250,17 +290,28 @@ def make_dataset(
     `seed` and reshuffled every epoch, after the training crops or tiles of `crop`; otherwise it
     yields full element dicts of whole images in file order (`crop` is ignored), resized to
     `image_size`, or with `native=True` at their own size (and their masks'), one per batch and
-    uncached: large native images are read once and never all held in memory.
+    uncached: large native images are read once and never all held in memory. `crop="auto"` is
+    resolved here from the images' sizes (`training_tiles.choose_crop`, logged); `tiles_per_image`
+    and `tile_scale` apply to `crop="tile"`; `resize` (letterbox or squash) places whole images
+    (and their masks) in the model's square, in training as in scoring.
     """
     if native and training:
         raise ValueError("native=True is for scoring (training=False): training needs tiles.")
-    fit = _training_fit(crop, crop_fraction) if training else resize_image
-    ds = _source(images, channels, image_size, None if native else fit)
+    tiles_per_image = training_tiles.check_tiles_per_image(tiles_per_image)
+    if training and crop == training_tiles.AUTO:
+        crop, reason = training_tiles.choose_crop(images, image_size, tile_scale)
+        logging.info("%s.", reason)
+    fit = (
+        _training_fit(crop, crop_fraction, tiles_per_image, tile_scale, resize)
+        if training
+        else _whole_fit(resize)
+    )
+    ds = _source(images, channels, image_size, None if native else fit, resize)
     if cache and not native:
         ds = ds.cache()
     if training:
         ds = ds.map(lambda row: row["image"], num_parallel_calls=AUTOTUNE)
-        ds = _training_crops(ds, crop, image_size, seed)
+        ds = _training_crops(ds, crop, image_size, seed, tiles_per_image, len(images))
         # Tiles multiply the examples, so their buffer is not capped at the number of images.
         buffer = shuffle_buffer if crop == "tile" else min(shuffle_buffer, len(images))
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
@@ -287,5 +338,8 @@ def dataset_for_split(
         shuffle_buffer=config.data.shuffle_buffer,
         crop=config.data.crop,
         crop_fraction=config.data.crop_fraction,
+        tiles_per_image=config.data.tiles_per_image,
+        tile_scale=config.score.tile_scale,
+        resize=config.data.resize,
         native=native,
     )

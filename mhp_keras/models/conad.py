@@ -14,13 +14,19 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from mhp_keras.config.defaults import base_config
-from mhp_keras.config.model_settings import DEFAULTS, conad_arguments, first_invalid
+from mhp_keras.config.model_settings import (
+    DEFAULTS,
+    conad_arguments,
+    first_invalid,
+    upgrade_saved_config,
+)
+from mhp_keras.models.conad_scoring import ConADScoring
 from mhp_keras.models.decoder import build_decoder
 from mhp_keras.models.discriminator import build_discriminator
 from mhp_keras.models.encoder import build_encoder
+from mhp_keras.scoring.regions import encode_mask
 from mhp_keras.scoring.scorer import Scorer
 from mhp_keras.training import objective
 
@@ -37,6 +43,7 @@ DISC_ARGS = (*_IMAGE, "disc_base_filters", "max_filters", "minibatch_std", "disc
 CASTS = dict.fromkeys(("minibatch_std", "fused_heads"), bool) | {
     "tile_stride": lambda value: None if value is None else int(value),
     "map_sigma": lambda value: None if value is None else float(value),
+    "roi_mask": encode_mask,
 }
 CASTS |= {arg: type(DEFAULTS[arg]) for arg in DEFAULTS if type(DEFAULTS[arg]) in (int, float)}
 
@@ -51,7 +58,7 @@ def default_optimizers():
 
 
 @keras.saving.register_keras_serializable(package="mhp_keras")
-class ConAD(keras.Model):
+class ConAD(ConADScoring, keras.Model):
     """Encoder, H-head decoder and discriminator trained with WTA + KL + adversarial losses.
 
     Every default equals the experiment config's (`mhp_keras/config/defaults.py`), so
@@ -82,12 +89,17 @@ class ConAD(keras.Model):
         wta: winner per image ("sample") or per pixel ("pixel"); scoring uses the same [loss.wta].
         eps: epsilon-relaxation, the weight the losing heads share (0 = hard WTA) [loss.eps].
         kl_weight: weight of KL(q(z|x) || N(0, I)) [loss.kl_weight].
-        adv_weight: weight of the adversarial term; 0 trains no discriminator [loss.adv_weight].
+        adv_weight: weight of the adversarial term; 0 trains no discriminator. Under the adaptive
+            balance, the adversarial gradient's share on the last shared layer [loss.adv_weight].
+        adv_balance: "adaptive" (lambda set every step to keep that share, Esser et al. 2021)
+            or "fixed" (lambda = adv_weight) [loss.adv_balance].
+        mixture: "wta" (the heads compete winner-takes-all) or "mdn" (a mixture density network
+            with mixing coefficients from z, the paper's MDN-H; needs wta="sample") [loss.mixture].
         adv_hypotheses: D's fakes: one random head per image ("sample"), every head ("all"), or
             every head in groups of one input's K ("group") [loss.adv_hypotheses].
-        score_aggregate: image score from the anomaly map: "sum", "mean" or "topk"
-            [score.aggregate].
-        topk_fraction: fraction of pixels "topk" sums (the paper's 10 %) [score.topk_fraction].
+        score_aggregate: image score from the anomaly map: "sum", "mean", "topk" (mean of the
+            top fraction) or "topk_sum" (their sum, the paper's) [score.aggregate].
+        topk_fraction: fraction of pixels "topk" takes (the paper's 10 %) [score.topk_fraction].
         tiling: "tile" scores images of any size at native resolution on image_size tiles and
             stitches the maps (`score`, `analyze_tiled` and the SavedModel); "none" resizes each
             image to image_size [score.tiling; its "auto" tiles when data.crop="tile"].
@@ -98,6 +110,9 @@ class ConAD(keras.Model):
         map_sigma: Gaussian blur, in pixels, of the anomaly map used for localization (maps,
             masks, pixel metrics); None = image_size / 32, 0 = off. The image score aggregates
             the unblurred WTA NLL [score.map_sigma].
+        resize, roi, roi_mask, roi_margin: whole images letterboxed or squashed [data.resize];
+            the region of interest (`mhp_keras.scoring.regions`) [score.roi, data.roi_mask,
+            score.roi_margin]; roi_mask is a path, an array or a stored mask.
         clip_norm: global gradient-norm clip for G and D (0 = off) [train.clip_norm].
         seed: seed of the stateless random draws of the training step [seed].
         encoder, decoder, discriminator: sub-models to use instead of building them from the
@@ -133,12 +148,18 @@ class ConAD(keras.Model):
         kl_weight=DEFAULTS["kl_weight"],
         adv_weight=DEFAULTS["adv_weight"],
         adv_hypotheses=DEFAULTS["adv_hypotheses"],
+        adv_balance=DEFAULTS["adv_balance"],
+        mixture=DEFAULTS["mixture"],
         score_aggregate=DEFAULTS["score_aggregate"],
         topk_fraction=DEFAULTS["topk_fraction"],
         tiling=DEFAULTS["tiling"],
         tile_stride=DEFAULTS["tile_stride"],
         tile_scale=DEFAULTS["tile_scale"],
         map_sigma=DEFAULTS["map_sigma"],
+        resize=DEFAULTS["resize"],
+        roi=DEFAULTS["roi"],
+        roi_mask=DEFAULTS["roi_mask"],
+        roi_margin=DEFAULTS["roi_margin"],
         clip_norm=DEFAULTS["clip_norm"],
         seed=DEFAULTS["seed"],
         encoder=None,
@@ -167,6 +188,12 @@ class ConAD(keras.Model):
         )
         self.discriminator = self._sub_model(discriminator, build_discriminator, DISC_ARGS)
         self._check_sub_models()
+        # MDN-H: mixing coefficients pi(z) over the heads (mhp_keras.training.mixture); "wta"
+        # models have no such layer, so their saved weights are unchanged.
+        self.mixer = None
+        if self.mixture == "mdn":
+            self.mixer = keras.layers.Dense(self.hypotheses, name="mixture_logits")
+            self.mixer.build((None, self.latent_dim))
         # The decisions travel with the model (and into the SavedModel): the image threshold and
         # the pixel threshold are +inf until training picks them, so an uncalibrated model never
         # flags anything; the score scale sets how fast normalized_score rises around 0.5.
@@ -212,7 +239,8 @@ class ConAD(keras.Model):
 
     @property
     def generator_variables(self):
-        return self.encoder.trainable_variables + self.decoder.trainable_variables
+        mixer = self.mixer.trainable_variables if self.mixer is not None else []
+        return self.encoder.trainable_variables + self.decoder.trainable_variables + mixer
 
     def get_config(self):
         config = super().get_config()
@@ -225,7 +253,7 @@ class ConAD(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        config = upgrade_saved_config(config)  # older saves: squash and topk = topk_sum
         # Models saved before the blocked head layout store their heads' kernels interleaved.
         config.setdefault("head_channel_layout", "interleaved")
         for name in SUB_MODELS:
@@ -275,9 +303,9 @@ class ConAD(keras.Model):
         """The decoder's features just before its heads (what the heads' layer decodes)."""
         return self._decoder_trunk(z, training=training)
 
-    def per_sample_losses(self, images, training=False):
+    def per_sample_losses(self, images, training=False, adv_scale=None):
         """Every per-sample loss of one batch (`mhp_keras.training.objective.per_sample_losses`)."""
-        return objective.per_sample_losses(self, images, training=training)
+        return objective.per_sample_losses(self, images, training=training, adv_scale=adv_scale)
 
     def train_step(self, data):
         """One simultaneous update of G and D (`mhp_keras.training.objective.train_step`)."""
@@ -285,94 +313,6 @@ class ConAD(keras.Model):
 
     def test_step(self, data):
         return objective.test_step(self, data)
-
-    # -- scoring (mhp_keras.scoring.scorer) ----------------------------------------------------
-
-    @property
-    def scorer(self) -> Scorer:
-        """The model's one scorer: scores, maps, decisions and thresholds."""
-        return self._scorer
-
-    @tf.function(reduce_retracing=True)
-    def analyze(self, images):
-        """Everything scoring needs for a [B, h, w, C] float batch in [0, 1], deterministically
-        (z is the posterior mean): anomaly_score [B], anomaly_map [B, h, w] (blurred by `blur`
-        pixels), raw_map, winner_index ([B], or [B, h, w] for pixel-wise WTA), best_hypothesis
-        [B, h, w, C] and hypotheses [B, K, h, w, C]; see `Scorer.analyze`."""
-        return self._scorer.analyze(images)
-
-    @tf.function(reduce_retracing=True)
-    def analyze_tiled(self, image):
-        """One float image [H, W, C] in [0, 1] of any size, scored on `image_size` tiles `stride`
-        apart after scaling by `tile_scale` (`mhp_keras.scoring.tiling`), the maps stitched
-        back to the image's size: anomaly_score [], anomaly_map [H, W], best_hypothesis
-        [H, W, C] and winner_index [] (the head that won the most tiles)."""
-        return self._scorer.analyze_tiled(image)
-
-    @property
-    def blur(self) -> float:
-        """The anomaly map's Gaussian blur in pixels (`map_sigma`, or image_size / 32)."""
-        return self.image_size / 32.0 if self.map_sigma is None else self.map_sigma
-
-    @property
-    def stride(self) -> int:
-        """Pixels between tile origins in tiled inference (`tile_stride`, or half a tile)."""
-        return self.tile_stride or max(1, self.image_size // 2)
-
-    def score(self, images, batch_size=64):
-        """Anomaly scores [N] and maps for float images in [0, 1] (numpy; NaN or Inf raise a
-        DataError). Without tiling, images are resized to image_size and the maps are
-        [N, image_size, image_size]; with `tiling="tile"` `images` may be a list of sizes, each
-        scored at its own size, and the maps are one array if all share a size, else a list."""
-        return self._scorer.score(images, batch_size=batch_size)
-
-    def decide(self, scores, maps) -> dict:
-        """The model's decisions for scores [N] and maps (as `score` returns them), numpy:
-        is_anomalous [N], normalized_score [N] in [0, 1] (>= 0.5 exactly when anomalous) and
-        anomaly_mask (map >= the pixel threshold), with the stored thresholds."""
-        return self._scorer.decide(scores, maps)
-
-    def set_calibration(self, threshold, pixel_threshold, score_scale) -> None:
-        """Stores the image threshold, pixel threshold and score scale (see
-        `mhp_keras.scoring.calibration`); they are saved with the model and frozen into its
-        exports."""
-        self.threshold.assign(float(threshold))
-        self.pixel_threshold.assign(float(pixel_threshold))
-        self.score_scale.assign(float(score_scale))
-
-    def fit_threshold(
-        self, normal_images, quantile=None, pixel_quantile=None, batch_size=64, labels=None
-    ) -> float:
-        """Calibrates the decisions on `normal_images` (float, in [0, 1], not trained on) and
-        returns the image threshold, by the one rule evaluation uses
-        (`mhp_keras.scoring.scorer.choose_thresholds`): F1-optimal when `labels` (0 normal,
-        1 anomalous) include anomalies, else the `quantile` (default `eval.threshold_quantile`)
-        of the normal scores; the pixel threshold is the `pixel_quantile` (default
-        `eval.pixel_threshold_quantile`) of the normal maps' pixels. Saved with the model and
-        frozen into its exports."""
-        values, _ = self._scorer.fit_threshold(
-            normal_images, labels, quantile, pixel_quantile, batch_size=batch_size
-        )
-        return values["threshold"]
-
-    def _calibration_weight(self, name: str, value: float):
-        return self.add_weight(
-            shape=(),
-            initializer=keras.initializers.Constant(value),
-            trainable=False,
-            name=name,
-        )
-
-    def load_own_variables(self, store):
-        """Loads the calibration weights. Models saved before the pixel threshold and the score
-        scale existed hold the image threshold alone; the others keep their defaults."""
-        own = [self.threshold, self.pixel_threshold, self.score_scale]
-        if len(store) > len(own):
-            raise ValueError(
-                f"ConAD holds {len(own)} calibration values but the saved model has {len(store)}."
-            )
-        for index in range(len(store)):
-            own[index].assign(store[str(index)])
 
     def export(self, filepath, format="tf_saved_model", verbose=True, **kwargs):
         """Keras' `Model.export`: for "tf_saved_model" (the default), the TF Serving SavedModel of

@@ -21,8 +21,9 @@ class HypothesisHeads(keras.layers.Layer):
 
     `channel_layout` orders the fused output channels: "blocked" (the default) puts the H * C
     means first, then the H * C log-variances, each block channel-major (output channel c * H + k
-    of a block is head k's image channel c), so that splitting means from log-variances is two
-    contiguous copies and the result already is the training step's [B, h, w, C, H] layout.
+    of a block is head k's image channel c), so that the means and the log-variances are each a
+    contiguous half of the kernel (`native` runs one transposed convolution per half) and each
+    result already is the training step's [B, h, w, C, H] layout.
     "interleaved" gives head k the channels [k*2C, (k+1)*2C), means first; it is how models saved
     before the blocked layout store their kernels (their configs have no `channel_layout`, and
     `from_config` keeps them interleaved). Separate heads are always stored interleaved.
@@ -107,24 +108,39 @@ class HypothesisHeads(keras.layers.Layer):
         CPU than working on H runs of C values; and moving the heads axis in front of the pixels
         would be a full copy of both tensors (and of their gradients) that grows with H.
         """
-        raws = [conv(features) for conv in self.convs]
-        raw = raws[0] if len(raws) == 1 else ops.concatenate(raws, axis=-1)
-        # The Gaussians are float32 whatever the compute dtype: the NLL is computed in float32
-        # anyway, and CPU element-wise kernels run slower on bfloat16 than on float32.
-        raw = ops.cast(raw, "float32")
         if self._blocked:
-            # A split, not two slices: the gradient of a slice (StridedSliceGrad) scatters into a
-            # zero tensor; a split's gradient is a concat.
-            raw_means, raw_log_vars = ops.split(raw, 2, axis=-1)
+            raw_means, raw_log_vars = self._blocked_halves(features)
         else:
+            raws = [conv(features) for conv in self.convs]
+            raw = raws[0] if len(raws) == 1 else ops.concatenate(raws, axis=-1)
+            raw = ops.cast(raw, "float32")
             raw_means = ops.take(raw, self._positions("mean").reshape(-1), axis=-1)
             raw_log_vars = ops.take(raw, self._positions("log_var").reshape(-1), axis=-1)
-        h, w = raw.shape[1], raw.shape[2]
+        h, w = raw_means.shape[1], raw_means.shape[2]
         shape = (-1, h, w, self.channels, self.hypotheses)
         means = ops.reshape(ops.sigmoid(raw_means), shape)
         span = self.logvar_max - self.logvar_min
         log_vars = ops.reshape(self.logvar_min + span * ops.sigmoid(raw_log_vars), shape)
         return means, log_vars
+
+    def _blocked_halves(self, features):
+        """The fused conv's means and log-variance blocks as two transposed convolutions, each
+        with its half of the kernel (the same weights, so the same values up to rounding).
+
+        One convolution into all 2 * H * C channels followed by a split was slower on CPU: the
+        split copies the output, its gradient is a concat, and the bias add is not fused; two
+        half-width convolutions (and their gradients) cost about the same as one (profiled with
+        benchmarks/profile_step.py, measured in benchmarks/README.md#profile).
+        """
+        conv, half = self.convs[0], self.hypotheses * self.channels
+        kernel, bias = ops.cast(conv.kernel, features.dtype), ops.cast(conv.bias, features.dtype)
+        halves = []
+        for part in (slice(0, half), slice(half, 2 * half)):
+            raw = ops.conv_transpose(features, kernel[:, :, part], self.strides, padding="same")
+            # The Gaussians are float32 whatever the compute dtype: the NLL is computed in float32
+            # anyway, and CPU element-wise kernels run slower on bfloat16 than on float32.
+            halves.append(ops.cast(raw + bias[part], "float32"))
+        return halves
 
     def _mean_weights(self):
         """The means' kernel [k, k, C * H, F_in] and bias [C * H], channel-major like `native`,

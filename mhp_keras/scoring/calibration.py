@@ -39,8 +39,10 @@ def decisions(scores, maps, threshold, pixel_threshold, score_scale) -> dict:
 
 
 def pixel_sample(maps, limit: int = PIXEL_SAMPLE, seed: int = 0) -> np.ndarray:
-    """Up to `limit` pixels drawn evenly from a list or array of maps, float64 [n]."""
+    """Up to `limit` pixels drawn evenly from a list or array of maps, float64 [n]; pixels
+    outside the region of interest (NaN) are left out."""
     parts = [np.asarray(m, dtype=np.float64).reshape(-1) for m in maps]
+    parts = [p[~np.isnan(p)] for p in parts]
     total = sum(p.size for p in parts)
     if total == 0:
         return np.zeros([0])

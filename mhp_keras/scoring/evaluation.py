@@ -15,10 +15,38 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from mhp_keras.data.pipeline import dataset_for_split
+from mhp_keras.data.letterbox import fitted_size
+from mhp_keras.data.pipeline import dataset_for_split, resize_image, resize_mask
 from mhp_keras.io_utils import write_text_atomic
 from mhp_keras.scoring import metrics as metric_fns
 from mhp_keras.scoring.scorer import choose_thresholds, own_maps, stack_or_list
+
+
+def scoring_batches(model, images, config, batch_size=None) -> tf.data.Dataset:
+    """The split's elements as the model's scorer takes them: for a tiling model one image per
+    batch at its own size; else batches of images fitted into image_size by the model's
+    `resize` (letterbox or squash), their masks placed the same way, and `size`, each image's
+    part of the square (what `Scorer.run` takes as `sizes`)."""
+    ds = dataset_for_split(images, config, training=False, native=True)
+    if model.tiling == "tile":
+        return ds.map(lambda row: row | {"size": tf.shape(row["image"])[1:3][None]})
+    size, mode = model.image_size, model.resize
+
+    def fit(row):
+        return row | {
+            "image": resize_image(row["image"], size, mode),
+            "mask": resize_mask(row["mask"], size, mode),
+            "size": fitted_size(tf.shape(row["image"])[:2], size, mode),
+        }
+
+    batch = batch_size or config.data.batch_size
+    return ds.unbatch().map(fit, num_parallel_calls=tf.data.AUTOTUNE).batch(batch)
+
+
+def run(model, batch) -> dict:
+    """The scorer's numpy outputs for one batch of `scoring_batches`."""
+    sizes = None if model.tiling == "tile" else batch["size"]
+    return model.scorer.run(batch["image"], sizes)
 
 
 def collect(model, images, config) -> dict:
@@ -26,19 +54,21 @@ def collect(model, images, config) -> dict:
 
     Scored by the model's scorer (`mhp_keras.scoring.scorer`): a tiling model scores every
     image at its own size, and its maps and masks are then one array if all images share a
-    size, else lists of per-image arrays. The winners are the per-image winning heads.
+    size, else lists of per-image arrays; letterboxed maps and masks are cut to each image's
+    part of the square. Maps are NaN outside the region of interest. The winners are the
+    per-image winning heads.
     """
-    ds = dataset_for_split(images, config, training=False, native=model.tiling == "tile")
     parts = {"scores": [], "maps": [], "labels": [], "masks": [], "ids": [], "winners": []}
-    for batch in ds:
-        out = model.scorer.run(batch["image"])
+    for batch in scoring_batches(model, images, config):
+        out = run(model, batch)
         parts["scores"].append(out["anomaly_score"])
         parts["maps"].extend(own_maps(out))
         parts["winners"].append(out["winner_index"])
         parts["labels"].append(batch["label"].numpy())
         parts["ids"].append(batch["id"].numpy())
         if images.has_masks:
-            parts["masks"].extend(batch["mask"].numpy()[..., 0])
+            masks = {"anomaly_map": batch["mask"].numpy()[..., 0], "map_size": out["map_size"]}
+            parts["masks"].extend(own_maps(masks))
     result = {
         key: (stack_or_list(value) if key in ("maps", "masks") else np.concatenate(value))
         if value
@@ -141,20 +171,27 @@ def write_report(model, images, config, result: dict, threshold: float, report_d
 
     # Only the examples shown are decoded again, so a large test set is never held in memory.
     chosen = reports.select_examples(result["scores"], 8)
-    ds = dataset_for_split(
-        images.subset(chosen), config, training=False, native=model.tiling == "tile"
-    )
-    rows = [{key: value[0] for key, value in batch.items()} for batch in ds.unbatch().batch(1)]
-    outs = [model.scorer.run(row["image"][None]) for row in rows]
+    rows = list(scoring_batches(model, images.subset(chosen), config, batch_size=1))
+    outs = [run(model, row) for row in rows]
+    whole = model.tiling != "tile"
+
+    def own(row, key):  # one example's input or mask, cut to its own part of the square
+        h, w = (int(v) for v in row["size"][0])
+        return row[key].numpy()[0, :h, :w]
+
     examples = {
-        "images": [row["image"].numpy() for row in rows],
+        "images": [own(row, "image") for row in rows],
         "best": [own_maps(out, "best_hypothesis")[0] for out in outs],
-        "hypotheses": [out["hypotheses"][0] for out in outs] if model.tiling != "tile" else None,
+        "hypotheses": [
+            out["hypotheses"][0][:, :h, :w] for out, (h, w) in zip(outs, _sizes(outs), strict=True)
+        ]
+        if whole
+        else None,
         "maps": [own_maps(out)[0] for out in outs],
         "scores": np.asarray([float(out["anomaly_score"][0]) for out in outs]),
-        "labels": np.asarray([int(row["label"]) for row in rows]),
+        "labels": np.asarray([int(row["label"][0]) for row in rows]),
         "ids": [result["ids"][i] for i in chosen],
-        "masks": [row["mask"].numpy()[..., 0] for row in rows] if images.has_masks else None,
+        "masks": [own(row, "mask")[..., 0] for row in rows] if images.has_masks else None,
     }
     return reports.write_report(
         report_dir,
@@ -170,6 +207,10 @@ def write_report(model, images, config, result: dict, threshold: float, report_d
             topk_fraction=model.topk_fraction,
         ),
     )
+
+
+def _sizes(outs) -> list[tuple[int, int]]:
+    return [tuple(int(v) for v in out["map_size"][0]) for out in outs]
 
 
 def evaluate(model, data, config, workdir: str, threshold: float | None = None) -> dict:

@@ -5,9 +5,11 @@ evaluation callback and the benchmark all compute every number the same way, and
 check each one against hand-worked cases.
 
 Conventions everywhere: label 1 = anomalous, a higher score = more anomalous, and an image is
-predicted anomalous when `score >= threshold`. Metrics that are undefined for the given data
-(e.g. AUROC with a single class) come back as NaN instead of raising, so one degenerate split never
-aborts a whole benchmark; the JSON writer turns NaN into null.
+predicted anomalous when `score >= threshold`. A map pixel that is NaN lies outside the region
+of interest (`mhp_keras.scoring.regions`): the pixel metrics leave it out, whatever its mask.
+Metrics that are undefined for the given data (e.g. AUROC with a single class) come back as NaN
+instead of raising, so one degenerate split never aborts a whole benchmark; the JSON writer turns
+NaN into null.
 """
 
 from __future__ import annotations
@@ -185,13 +187,21 @@ def _flat(images: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([i.reshape(-1) for i in images]) if images else np.zeros([0])
 
 
-def pixel_auroc(masks, maps) -> float:
-    """AUROC over all pixels of all images; NaN without both anomalous and normal pixels."""
+def _inspected(masks, maps) -> tuple[np.ndarray, np.ndarray]:
+    """The flattened masks and maps of the pixels inside the region of interest (finite)."""
     masks, maps = _image_pairs(masks, maps)
-    flat_masks = _flat(masks)
+    flat_masks, flat_maps = _flat(masks), _flat(maps)
+    inside = ~np.isnan(flat_maps)
+    return flat_masks[inside], flat_maps[inside]
+
+
+def pixel_auroc(masks, maps) -> float:
+    """AUROC over all inspected pixels of all images; NaN without both anomalous and normal
+    pixels."""
+    flat_masks, flat_maps = _inspected(masks, maps)
     if not _both_classes(flat_masks):
         return NAN
-    return float(roc_auc_score(flat_masks, _flat(maps)))
+    return float(roc_auc_score(flat_masks, flat_maps))
 
 
 def pixel_decisions(masks, maps, pixel_threshold: float) -> dict:
@@ -199,8 +209,8 @@ def pixel_decisions(masks, maps, pixel_threshold: float) -> dict:
     pixels of all images (one confusion count, as pixel AUROC pools them). NaN where a ratio has
     no pixels at all to count (scikit-learn's f1_score and jaccard_score default to 0 and warn,
     which is why the counts are summed here)."""
-    masks, maps = _image_pairs(masks, maps)
-    truth, predicted = _flat(masks).astype(bool), _flat(maps) >= pixel_threshold
+    flat_masks, flat_maps = _inspected(masks, maps)
+    truth, predicted = flat_masks.astype(bool), flat_maps >= pixel_threshold
     tp = int(np.sum(truth & predicted))
     fp = int(np.sum(~truth & predicted))
     fn = int(np.sum(truth & ~predicted))
@@ -213,13 +223,14 @@ def pixel_decisions(masks, maps, pixel_threshold: float) -> dict:
     }
 
 
-def _pixel_weights(masks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, int]:
+def _pixel_weights(masks: list[np.ndarray], outside=None) -> tuple[np.ndarray, np.ndarray, int]:
     """Per pixel (flattened over all images): its FPR increment when it crosses the threshold,
     its PRO increment, and the number of regions.
 
     A normal pixel adds 1/#normal to the FPR; a pixel of region r adds 1/(|r| * #regions) to the
     PRO, so summing the weights of the pixels above a threshold gives exactly FPR and the mean
-    per-region overlap at that threshold.
+    per-region overlap at that threshold. Pixels flagged in the flat `outside` (outside the
+    region of interest) are neither normal nor anomalous: weight zero.
     """
     regions = []
     n_regions = 0
@@ -234,8 +245,8 @@ def _pixel_weights(masks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, int
     pro_w = np.zeros(regions.shape, dtype=np.float64)
     if n_regions:
         pro_w[flat_masks] = 1.0 / (sizes[regions[flat_masks]] * n_regions)
-    n_normal = int((~flat_masks).sum())
-    fpr_w = np.where(flat_masks, 0.0, 1.0 / max(n_normal, 1))
+    normal = ~flat_masks if outside is None else ~flat_masks & ~outside
+    fpr_w = np.where(normal, 1.0 / max(int(normal.sum()), 1), 0.0)
     return fpr_w, pro_w, n_regions
 
 
@@ -248,14 +259,20 @@ def pro_curve(masks, maps, num_thresholds: int | None = None) -> tuple[np.ndarra
     which is cheaper for huge inputs and an under-estimate of the exact curve's area.
     """
     masks, maps = _image_pairs(masks, maps)
-    fpr_w, pro_w, _ = _pixel_weights(masks)
+    # Pixels outside the region of interest (NaN) belong to no region and are never normal:
+    # their weights are zero, and they sit below every threshold.
+    masks = [m & ~np.isnan(v) for m, v in zip(masks, maps, strict=True)]
     values = _flat(maps)
+    outside = np.isnan(values)
+    fpr_w, pro_w, _ = _pixel_weights(masks, outside)
+    values = np.where(outside, -np.inf, values)
     if num_thresholds is None:
         thresholds, bins = np.unique(values, return_inverse=True)
     else:
         if num_thresholds < 2:
             raise ValueError("num_thresholds must be at least 2")
-        thresholds = np.linspace(values.min(), values.max(), int(num_thresholds))
+        finite = values[~outside]
+        thresholds = np.linspace(finite.min(), finite.max(), int(num_thresholds))
         # A pixel is above threshold t_j (value >= t_j) for every j <= its bin.
         bins = np.searchsorted(thresholds, values, side="right") - 1
     n = thresholds.size
@@ -289,8 +306,7 @@ def aupro(masks, maps, fpr_limit: float = 0.3, num_thresholds: int | None = None
     """
     if not 0.0 < fpr_limit <= 1.0:
         raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
-    bool_masks, _ = _image_pairs(masks, maps)
-    if not _both_classes(_flat(bool_masks)):
+    if not _both_classes(_inspected(masks, maps)[0]):
         return NAN
     fpr, pro = pro_curve(masks, maps, num_thresholds)
     return _area_up_to(fpr, pro, fpr_limit) / fpr_limit

@@ -7,7 +7,8 @@ is left in pyplot's global state by long runs and benchmarks, and every file is 
 
 Heatmaps use ONE colour scale for the whole figure (see `heatmap_norm`). Min-max normalising each
 map on its own would stretch the faint noise of a normal image to full heat and make every image
-look equally anomalous.
+look equally anomalous. Pixels outside the region of interest (NaN in the map) are dimmed and get
+no heat, and the region's edge is outlined, so what was scored is visible.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np  # noqa: E402
 from matplotlib import colormaps  # noqa: E402
 from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from skimage.segmentation import find_boundaries  # noqa: E402
 from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
 from mhp_keras.io_utils import atomic_path  # noqa: E402
@@ -34,6 +36,10 @@ OVERLAY_ALPHA = 0.5
 # out everything else.
 LOW_PERCENTILE = 1.0
 HIGH_PERCENTILE = 99.9
+# Outside the region of interest the grey input is shown this bright, without heat; the region's
+# edge is drawn in REGION_EDGE.
+OUTSIDE_DIM = 0.35
+REGION_EDGE = (0.0, 1.0, 1.0)
 DPI = 100
 
 
@@ -141,9 +147,9 @@ def pixel_anchor(threshold: float, aggregate: str, topk_fraction: float, pixels:
         return None
     if aggregate == "sum":
         return threshold / pixels
-    if aggregate == "topk":
+    if aggregate == "topk_sum":
         return threshold / max(1, int(np.ceil(pixels * topk_fraction)))
-    return threshold
+    return threshold  # mean and topk are means of pixels already
 
 
 def heatmap_scale(
@@ -194,11 +200,18 @@ def _resize_nearest(array: np.ndarray, h: int, w: int) -> np.ndarray:
     return array[rows][:, cols]
 
 
-def overlay(image, heat_rgb, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """Heat colours blended over the grey input (a colour input would muddy the heat colours)."""
+def overlay(image, heat_rgb, alpha: float = OVERLAY_ALPHA, outside=None) -> np.ndarray:
+    """Heat colours blended over the grey input (a colour input would muddy the heat colours);
+    where the bool map `outside` (outside the region of interest) is set, the input is dimmed
+    and gets no heat, and the region's edge is outlined."""
     grey = _as_rgb(image).mean(axis=-1, keepdims=True)
     heat = _resize_nearest(heat_rgb, grey.shape[0], grey.shape[1])
-    return (1.0 - alpha) * grey + alpha * heat
+    picture = (1.0 - alpha) * grey + alpha * heat
+    if outside is not None and np.any(outside):
+        outside = _resize_nearest(np.asarray(outside, bool), grey.shape[0], grey.shape[1])
+        picture = np.where(outside[..., None], OUTSIDE_DIM * grey, picture)
+        picture[find_boundaries(~outside, mode="inner", connectivity=1)] = REGION_EDGE
+    return picture
 
 
 def select_examples(scores, n: int) -> np.ndarray:
@@ -275,7 +288,7 @@ def plot_examples(
         cells = [_as_rgb(images[i]), _as_rgb(best[i])]
         if k:
             cells += list(_as_rgb(hypotheses[i]))
-        cells.append(overlay(images[i], heatmap_rgb(maps[i], norm)))
+        cells.append(overlay(images[i], heatmap_rgb(maps[i], norm), outside=np.isnan(maps[i])))
         if masks is not None:
             cells.append(np.asarray(masks[i], dtype=np.float64))
         for col, picture in enumerate(cells):

@@ -8,7 +8,11 @@ tiled-or-whole branch (`Scorer.outputs`) and the threshold rule (`choose_thresho
 Scoring (Nguyen et al. 2019, Section 3.3): z is the posterior mean, the per-pixel anomaly map is
 the Gaussian NLL under the winning head, and the image score aggregates it (`score.aggregate`).
 A model with `tiling="tile"` scores every image at its own size on image_size tiles
-(`mhp_keras.scoring.tiling`); otherwise each image is resized to image_size.
+(`mhp_keras.scoring.tiling`); otherwise each image is fitted into image_size x image_size
+(`resize`: letterboxed or squashed, `mhp_keras.data.letterbox`), and its map is its own part of
+the square. Pixels outside the region of interest (`roi`, `mhp_keras.scoring.regions`; the
+letterbox padding too) count in no score, and the maps are NaN there, so the pixel threshold
+and the pixel metrics leave them out as well.
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ import numpy as np
 import tensorflow as tf
 
 from mhp_keras.config.defaults import base_config
+from mhp_keras.data.letterbox import content_box, fitted_size
 from mhp_keras.data.pipeline import resize_image
 from mhp_keras.errors import DataError
-from mhp_keras.scoring import calibration, tiling
-from mhp_keras.training import losses
+from mhp_keras.scoring import calibration, regions, tiling
+from mhp_keras.training import losses, mixture
 
 # What the one threshold rule says about where the image threshold came from.
 QUANTILE_SOURCE = "validation quantile {quantile}"
@@ -77,6 +82,12 @@ class Scorer:
         # One traced function for eager callers; the graph callers (the SavedModel) trace
         # `outputs` into their own signatures.
         self._outputs = tf.function(self.outputs, reduce_retracing=True)
+        self._mask = regions.decode_mask(getattr(model, "roi_mask", ""))
+
+    def region(self, image) -> tf.Tensor | None:
+        """bool [h, w]: the region of interest of one image [h, w, C] (None: every pixel)."""
+        model = self.model
+        return regions.region_of(image, model.roi, self._mask, model.roi_margin)
 
     # -- in the graph --------------------------------------------------------------------------
 
@@ -84,16 +95,28 @@ class Scorer:
         """Everything scoring needs for a [B, h, w, C] float batch in [0, 1] (`ConAD.analyze`)."""
         model = self.model
         images = tf.cast(images, tf.float32)
-        means, log_vars = model(images, training=False)
-        nll = losses.gaussian_nll(images, means, log_vars)
-        amap = losses.anomaly_map(nll, model.wta)
+        if model.mixture == "mdn":
+            terms = mixture.scoring_terms(model, images)
+        else:
+            means, log_vars = model(images, training=False)
+            nll = losses.gaussian_nll(images, means, log_vars)
+            terms = {
+                "means": means,
+                "raw_map": losses.anomaly_map(nll, model.wta),
+                "winner_index": losses.winner_index(nll, model.wta),
+                "best_hypothesis": losses.best_hypothesis(means, nll, model.wta),
+            }
+        amap = terms["raw_map"]
+        score = losses.aggregate_map(amap, model.score_aggregate, model.topk_fraction)
+        if "remainder" in terms and model.score_aggregate == "sum":
+            score += terms["remainder"]  # the summed MDN score is the mixture NLL itself
         return {
-            "anomaly_score": losses.aggregate_map(amap, model.score_aggregate, model.topk_fraction),
+            "anomaly_score": score,
             "anomaly_map": losses.smooth_map(amap, model.blur),
             "raw_map": amap,
-            "winner_index": losses.winner_index(nll, model.wta),
-            "best_hypothesis": tf.cast(losses.best_hypothesis(means, nll, model.wta), tf.float32),
-            "hypotheses": tf.cast(means, tf.float32),
+            "winner_index": terms["winner_index"],
+            "best_hypothesis": tf.cast(terms["best_hypothesis"], tf.float32),
+            "hypotheses": tf.cast(terms["means"], tf.float32),
         }
 
     def _tile_outputs(self, tiles):
@@ -112,7 +135,7 @@ class Scorer:
     def analyze_tiled(self, image) -> dict:
         """One float image [H, W, C] of any size scored on tiles (`ConAD.analyze_tiled`)."""
         model = self.model
-        image = tf.cast(image, tf.float32)
+        image = original = tf.cast(image, tf.float32)
         size = tf.shape(image)[:2]
         if model.tile_scale != 1.0:
             scaled_size = tf.cast(tf.round(tf.cast(size, tf.float32) * model.tile_scale), tf.int32)
@@ -127,11 +150,14 @@ class Scorer:
             model.hypotheses,
         )
         amap, best = out["anomaly_map"], out["best_hypothesis"]
-        raw = out["raw_map"][None]
-        score = losses.aggregate_map(raw, model.score_aggregate, model.topk_fraction)[0]
+        region = self.region(image)  # at the scale the tiles were scored at
+        raw, inside = out["raw_map"][None], None if region is None else region[None]
+        score = losses.aggregate_map(raw, model.score_aggregate, model.topk_fraction, inside)[0]
         if model.tile_scale != 1.0:  # maps and reconstructions at the image's own size
             amap = tf.image.resize(amap[..., None], size)[..., 0]
             best = tf.clip_by_value(tf.image.resize(best, size), 0.0, 1.0)
+            region = None if region is None else self.region(original)
+        amap = regions.outside_as_nan(amap, region)
         return {
             "anomaly_score": score,
             "anomaly_map": amap,
@@ -139,16 +165,19 @@ class Scorer:
             "winner_index": tf.argmax(out["votes"], output_type=tf.int32),
         }
 
-    def outputs(self, images) -> dict:
+    def outputs(self, images, sizes=None) -> dict:
         """The outputs of a batch of float images in [0, 1], tiled or whole as the model says.
 
-        `images` is a [B, h, w, C] tensor or, for a tiling model, also a `tf.TensorArray` of
-        [h, w, C] images whose sizes may differ. Returns anomaly_score [B], anomaly_map
-        [B, H, W], best_hypothesis [B, H, W, C], winner_index [B] (for pixel-wise WTA the head
-        that wins the most pixels, ties to the lowest index; tiled, the most tiles) and map_size
-        [B, 2], each image's own map size. Whole images are resized to image_size, so H x W is
-        image_size squared, and also give hypotheses [B, K, S, S, C]; tiled, H x W is the
-        batch's largest image and smaller maps are zero-padded at the bottom and right.
+        `images` is a [B, h, w, C] tensor or also a `tf.TensorArray` of [h, w, C] images whose
+        sizes may differ; `sizes` [B, 2], for whole images already fitted into image_size (the
+        evaluation's batches), says where each one lies in its square. Returns anomaly_score
+        [B], anomaly_map [B, H, W] (NaN outside the region of interest), best_hypothesis
+        [B, H, W, C], winner_index [B] (for pixel-wise WTA the head that wins the most pixels,
+        ties to the lowest index; tiled, the most tiles) and map_size [B, 2], each image's own
+        map size. Whole images are fitted into image_size, so H x W is image_size squared and
+        map_size the image's part of it (all of it when squashed), and also give hypotheses
+        [B, K, S, S, C]; tiled, H x W is the batch's largest image. Smaller maps are zero-padded
+        at the bottom and right.
         """
         if self.model.tiling == "tile":
             if not isinstance(images, tf.TensorArray):
@@ -157,19 +186,74 @@ class Scorer:
                     tf.cast(images, tf.float32)
                 )
             return self._tiled(images)
-        return self._whole(images)
+        if isinstance(images, tf.TensorArray):
+            images, sizes = self._fit_each(images)
+        elif sizes is None:
+            images, sizes = self.fit(images)
+        return self._whole(images, sizes)
 
-    def _whole(self, images) -> dict:
-        size, model = self.model.image_size, self.model
+    def fit(self, images) -> tuple[tf.Tensor, tf.Tensor]:
+        """A [B, h, w, C] batch fitted into image_size as the data pipeline does, and each
+        image's part of the square, [B, 2]."""
+        size, mode = self.model.image_size, self.model.resize
         images = tf.cast(images, tf.float32)
-        if images.shape[1:3].as_list() != [size, size]:
-            images = resize_image(images, size)  # as the data pipeline does
+        count = tf.shape(images)[0]
+        if images.shape[1:3].as_list() == [size, size]:
+            return images, tf.fill([count, 2], size)
+        fitted = fitted_size(tf.shape(images)[1:3], size, mode)
+        return resize_image(images, size, mode), tf.tile(fitted[None], [count, 1])
+
+    def _fit_each(self, images: tf.TensorArray) -> tuple[tf.Tensor, tf.Tensor]:
+        """Images of different sizes, each fitted into image_size (the bytes signature)."""
+        size, channels = self.model.image_size, self.model.channels
+
+        def one(i):
+            image = tf.ensure_shape(images.read(i), [None, None, channels])
+            fitted, sizes = self.fit(image[None])
+            return fitted[0], sizes[0]
+
+        specs = (tf.TensorSpec([size, size, channels], tf.float32), tf.TensorSpec([2], tf.int32))
+        return tf.map_fn(one, tf.range(images.size()), fn_output_signature=specs)
+
+    def _regions(self, images, sizes):
+        """bool [B, S, S]: each image's region of interest inside its part of the square (None
+        when every pixel of every square counts: no region and squashed images)."""
+        size, model = self.model.image_size, self.model
+        if model.roi == "none" and model.resize == "squash":
+            return None
+        box = content_box(sizes, size)
+        if model.roi == "none":
+            return box
+
+        def one(args):
+            image, h, w = args[0], args[1][0], args[1][1]
+            region = self.region(image[:h, :w])
+            return tf.pad(region, [[0, size - h], [0, size - w]])
+
+        spec = tf.TensorSpec([size, size], tf.bool)
+        inside = tf.map_fn(one, (images, tf.cast(sizes, tf.int32)), fn_output_signature=spec)
+        return tf.logical_and(box, inside)
+
+    def _whole(self, images, sizes) -> dict:
+        model = self.model
         out = dict(model.analyze(images))
+        region = self._regions(images, sizes)
+        if region is not None:
+            score = losses.aggregate_map(
+                out["raw_map"], model.score_aggregate, model.topk_fraction, region
+            )
+            if model.roi == "none":  # square images fill their square: the same score as ever
+                full = tf.reduce_all(tf.equal(sizes, model.image_size))
+                score = tf.cond(full, lambda: out["anomaly_score"], lambda: score)
+            out["anomaly_score"] = score
+            box = content_box(sizes, model.image_size)
+            amap = regions.outside_as_nan(out["anomaly_map"], tf.logical_or(region, ~box))
+            out["anomaly_map"] = tf.where(box, amap, tf.zeros_like(amap))
         if model.wta == "pixel":
             one_hot = tf.one_hot(out["winner_index"], model.hypotheses, dtype=tf.int32)
             counts = tf.reduce_sum(one_hot, axis=[1, 2])
             out["winner_index"] = tf.argmax(counts, axis=1, output_type=tf.int32)
-        out["map_size"] = tf.fill([tf.shape(images)[0], 2], size)
+        out["map_size"] = tf.cast(sizes, tf.int32)
         return out
 
     def _tiled(self, images: tf.TensorArray) -> dict:
@@ -207,13 +291,16 @@ class Scorer:
 
     # -- numpy ---------------------------------------------------------------------------------
 
-    def run(self, images) -> dict:
-        """`outputs` of one float batch [B, h, w, C] (numpy or a tensor), as numpy."""
-        out = self._outputs(tf.convert_to_tensor(images, tf.float32))
+    def run(self, images, sizes=None) -> dict:
+        """`outputs` of one float batch [B, h, w, C] (numpy or a tensor), as numpy; `sizes` as
+        in `outputs`."""
+        images = tf.convert_to_tensor(images, tf.float32)
+        out = self._outputs(images) if sizes is None else self._outputs(images, sizes)
         return {key: value.numpy() for key, value in out.items()}
 
     def score(self, images, batch_size: int = 64):
-        """Scores [N] and maps of float images in [0, 1] (`ConAD.score`)."""
+        """Scores [N] and maps of float images in [0, 1] (`ConAD.score`); whole images' maps are
+        at image_size, at the images' own aspect when letterboxed."""
         model = self.model
         if model.tiling == "tile":
             scores, maps = [], []
@@ -227,7 +314,7 @@ class Scorer:
         for start in range(0, len(images), batch_size):
             out = self.run(images[start : start + batch_size])
             scores.append(out["anomaly_score"])
-            maps.append(out["anomaly_map"])
+            maps.append(np.stack(own_maps(out)))
         if not scores:
             size = model.image_size
             return np.zeros([0], np.float32), np.zeros([0, size, size], np.float32)
@@ -274,7 +361,7 @@ class Scorer:
 
     def check_images(self, images) -> np.ndarray:
         """A numpy batch for whole-image scoring, checked (rank, channels, finiteness), as
-        float32 [N, S, S, C], resized as the data pipeline does."""
+        float32 [N, h, w, C] (the scorer fits it into image_size)."""
         size, channels = self.model.image_size, self.model.channels
         images = np.asarray(images)
         if images.ndim == 3 and channels == 1:
@@ -296,8 +383,6 @@ class Scorer:
                 f"images at index {np.flatnonzero(bad)[:10].tolist()} contain NaN or Inf; "
                 "expected finite pixel values in [0, 1]."
             )
-        if images.shape[1:3] != (size, size):
-            images = resize_image(images, size).numpy()
         return images
 
 

@@ -4,7 +4,18 @@ A model trained on `image_size` tiles (`data.crop=tile`) must be scored on tiles
 shrinking a 2,000 px image to 64 px would make a few-pixel defect vanish. These functions cut an
 image into `tile` x `tile` tiles whose origins are `stride` apart, score one row of tiles at a
 time (so memory grows with a row of tiles, not with the whole image), and stitch the per-tile
-outputs back into one map of the image's size, averaging where tiles overlap.
+outputs back into one map of the image's size, blending where tiles overlap.
+
+Blending, not plain averaging: a model reconstructs a tile worst near its edges (its convolutions
+see padding there), so an average shows the tile grid as lines of higher NLL and seams in the best
+guesses wherever one tile's edge meets another's centre. Each tile's outputs are weighted by a
+separable raised-cosine window, w(t) = FLOOR + (1 - FLOOR) sin^2(pi (t + 1/2) / T) per axis, which
+is close to 0 at the tile's edges and 1 at its centre, and the stitched value is
+sum(w * out) / sum(w) over the covering tiles. At half-tile strides the sin^2 parts of the two
+covering tiles sum to 1 (cos^2 + sin^2), so a pixel is taken almost entirely from the tile it is
+most central in. FLOOR keeps every weight positive, so a pixel covered by one tile only (stride =
+tile) keeps that tile's value exactly, and the window is separable, so the normaliser is the outer
+product of two 1-D sums.
 
 The grid always covers the image: along an axis of length L there are
 n = 1 + ceil(max(L - tile, 0) / stride) tiles, and the image is padded at its far edges
@@ -17,7 +28,22 @@ Pure TensorFlow, traced into the SavedModel's signatures for any image size.
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
+
+# The window's floor: small enough that a tile's edge hardly counts where a more central tile covers
+# the pixel, large enough that no weight underflows.
+FLOOR = 0.01
+
+
+def scale_image(image: tf.Tensor, scale: float) -> tf.Tensor:
+    """[H, W, C] resized by `scale` (score.tile_scale; bilinear, antialiased, clipped to [0, 1]),
+    at least 1 x 1: the scale training tiles are cut at and tiled scoring scores at."""
+    if scale == 1.0:
+        return image
+    size = tf.cast(tf.shape(image)[:2], tf.float32) * scale
+    image = tf.image.resize(image, tf.maximum(tf.cast(tf.round(size), tf.int32), 1), antialias=True)
+    return tf.clip_by_value(image, 0.0, 1.0)
 
 
 def tile_count(length, tile: int, stride: int):
@@ -76,12 +102,19 @@ def stitch_row(tile_maps: tf.Tensor, stride: int) -> tf.Tensor:
     return tf.reshape(summed, tf.concat([[tile, -1], tf.shape(tile_maps)[3:]], 0))
 
 
+def window(tile: int, floor: float = FLOOR) -> np.ndarray:
+    """The 1-D blending weights of a tile's pixels, float32 [tile] (see the module docstring)."""
+    t = np.arange(tile, dtype=np.float64)
+    return (floor + (1.0 - floor) * np.sin(np.pi * (t + 0.5) / tile) ** 2).astype(np.float32)
+
+
 def coverage(length, tile: int, stride: int) -> tf.Tensor:
-    """How many tiles cover each pixel along one axis of the padded grid, float32 [L_padded]."""
+    """The summed window weights of the tiles covering each pixel along one axis of the padded
+    grid, float32 [L_padded] (the normaliser's factor for that axis)."""
     n = tile_count(length, tile, stride)
-    ones = tf.ones([n, tile], tf.float32)
+    weights = tf.tile(tf.constant(window(tile))[None], tf.stack([n, 1]))
     k = tile // stride
-    parts = tf.reshape(ones, [n, k, stride])
+    parts = tf.reshape(weights, [n, k, stride])
     return tf.reshape(overlap_add(parts, k), [-1])
 
 
@@ -89,8 +122,9 @@ def tiled_apply(image: tf.Tensor, fn, tile: int, stride: int, outputs: dict, vot
     """Runs `fn` on the tiles of one [H, W, C] image, one row of tiles at a time, and stitches.
 
     `fn` maps a batch of tiles [n, T, T, C] to a dict. `outputs` names the keys to stitch with
-    their trailing shape after [n, T, T] (e.g. {"anomaly_map": [], "best": [C]}); each is averaged
-    over the tiles that cover each pixel and returned cut to [H, W, ...]. `fn` must also return
+    their trailing shape after [n, T, T] (e.g. {"anomaly_map": [], "best": [C]}); each is blended
+    over the tiles that cover each pixel (the window-weighted average, see the module docstring)
+    and returned cut to [H, W, ...]. `fn` must also return
     "votes" [n, votes], which is summed over all tiles into the result's "votes" [votes] (e.g.
     how many tiles each hypothesis won).
     """
@@ -102,6 +136,8 @@ def tiled_apply(image: tf.Tensor, fn, tile: int, stride: int, outputs: dict, vot
     grid_h = tile + (rows - 1) * stride
     grid_w = tile + (cols - 1) * stride
     channels = image.shape[-1]
+    w = window(tile)
+    weights = tf.constant(np.outer(w, w))  # [T, T]
 
     def row_tiles(r):
         band = padded[r * stride : r * stride + tile]  # [T, W_padded, C]
@@ -115,8 +151,11 @@ def tiled_apply(image: tf.Tensor, fn, tile: int, stride: int, outputs: dict, vot
         out = fn(row_tiles(r))
         rows_index = (r * stride + tf.range(tile))[:, None]
         new = {}
-        for key in outputs:
-            band = stitch_row(tf.cast(out[key], tf.float32), stride)  # [T, W_padded, ...]
+        for key, trailing in outputs.items():
+            tile_weights = tf.reshape(weights, [1, tile, tile] + [1] * len(trailing))
+            band = stitch_row(
+                tf.cast(out[key], tf.float32) * tile_weights, stride
+            )  # [T, W_padded, ...]
             new[key] = tf.tensor_scatter_nd_add(sums[key], rows_index, band)
         return r + 1, new, total_votes + tf.reduce_sum(tf.cast(out["votes"], tf.float32), 0)
 

@@ -20,13 +20,15 @@ Signatures (S = model.image_size, C = model.channels, K = model.hypotheses):
 Both scale to [0, 1] inside the graph with the training pipeline's own functions
 (`convert_image_dtype`) and score with the model's one scorer (`Scorer.outputs` of
 `mhp_keras.scoring.scorer`, as `ConAD.score` and the evaluation do): a model with
-`tiling="tile"` scores each image at its own size on S x S tiles; otherwise each image is resized
-to S x S (bilinear, antialiased `resize_image`), as the pipeline does. Both return (H x W =
-S x S without tiling; with tiling, the largest image of the request, smaller maps zero-padded at
-the bottom and right):
+`tiling="tile"` scores each image at its own size on S x S tiles; otherwise each image is fitted
+into S x S as the pipeline does (`resize_image`: letterboxed, or squashed for `resize="squash"`).
+The region of interest (`score.roi`; a fixed mask is a graph constant) is applied in the graph.
+Both return (H x W = S x S without tiling, the image's letterboxed part given by `map_size`; with
+tiling, the largest image of the request; smaller maps zero-padded at the bottom and right):
 
 * `anomaly_score` float32 [batch]: the model's score (`score.aggregate` of the map);
-* `anomaly_map` float32 [batch, H, W]: the per-pixel NLL under the winning hypothesis;
+* `anomaly_map` float32 [batch, H, W]: the per-pixel NLL under the winning hypothesis, NaN
+  outside the region of interest (never flagged in `anomaly_mask`);
 * `is_anomalous` bool [batch]: `anomaly_score >= threshold`;
 * `normalized_score` float32 [batch] in [0, 1], monotone in the score, >= 0.5 exactly when
   `is_anomalous` (see `mhp_keras.scoring.calibration`);
@@ -80,7 +82,7 @@ import tensorflow as tf
 from absl import logging
 
 import mhp_keras
-from mhp_keras.data.pipeline import convert_channels, resize_image
+from mhp_keras.data.pipeline import convert_channels
 from mhp_keras.errors import ConfigError, UserError
 from mhp_keras.io_utils import atomic_path, remove_stale_temporaries, write_json_atomic
 
@@ -199,7 +201,7 @@ def _pixels_endpoint(model, frozen):
 
 def _bytes_endpoint(model, frozen):
     """`serving_bytes`: string [batch] of encoded images, decoded in the graph as in training."""
-    size, channels = model.image_size, model.channels
+    channels = model.channels
     _, bytes_msg = _messages(channels)
 
     def decode(contents):
@@ -221,15 +223,8 @@ def _bytes_endpoint(model, frozen):
         rank = _runtime_rank(tf.shape(image_bytes))
         with tf.control_dependencies([tf.debugging.assert_equal(rank, 1, message=bytes_msg)]):
             image_bytes = _checked_items(tf.identity(image_bytes), decode)
-        if model.tiling == "tile":
-            images = decode_all(image_bytes)
-        else:  # one [S, S, C] size, so the batch is one tensor
-            images = tf.map_fn(
-                lambda contents: resize_image(decode(contents), size),
-                image_bytes,
-                fn_output_signature=tf.TensorSpec([size, size, channels], tf.float32),
-            )
-        return _signature_outputs(model, model.scorer.outputs(images), frozen)
+        # Sizes may differ: the scorer tiles each image, or fits each into S x S.
+        return _signature_outputs(model, model.scorer.outputs(decode_all(image_bytes)), frozen)
 
     return serving_bytes, [tf.TensorSpec([None], tf.string, name="image_bytes")]
 
@@ -280,6 +275,9 @@ def export_metadata(model, model_name: str | None, version: int | None) -> dict:
         "tiling": model.tiling,
         "tile_stride": model.stride if model.tiling == "tile" else None,
         "tile_scale": model.tile_scale,
+        "resize": model.resize,
+        "roi": model.roi,
+        "roi_margin": model.roi_margin,
         "winner_index": WINNER_RULE[model.wta],
         "signatures": {
             "serving_default": f"images: uint8 [batch, height, width, {model.channels}]",

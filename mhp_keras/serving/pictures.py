@@ -195,7 +195,7 @@ def overlay_png(path: str, amap: np.ndarray, mask: np.ndarray, norm) -> np.ndarr
         mask = mask[map_rows][:, map_cols]
     rgb = convert_channels(tf.constant(image), 3).numpy()
     heat = heatmap_rgb(amap, norm)
-    picture = overlay(rgb, heat)
+    picture = overlay(rgb, heat, outside=np.isnan(amap))  # dimmed outside the region
     rows = np.arange(rgb.shape[0]) * mask.shape[0] // rgb.shape[0]
     cols = np.arange(rgb.shape[1]) * mask.shape[1] // rgb.shape[1]
     picture[outline(mask[rows][:, cols])] = 1.0

@@ -33,103 +33,23 @@ import dataclasses
 import json
 import math
 import os
-import re
 import time
 
+from mhp_keras.config import legacy
 from mhp_keras.data import load_data
 from mhp_keras.errors import ConfigError, UserError
 from mhp_keras.studies import class_table
+from mhp_keras.studies.variants import (  # noqa: F401 (the study's public names)
+    AS_GIVEN,
+    VARIANT_PATTERNS,
+    Variant,
+    parse_variant,
+    parse_variants,
+)
 
-VARIANT_PATTERNS = "vae, vae-gan, mhp-H, mhp-wta-H, conad-H (H >= 2 hypotheses, e.g. conad-8)"
 # The XLA calibrations the runs share (mhp_keras.training.jit_shared.SHARED_FILE, without
 # importing TF).
 JIT_CHOICES = "jit_choices.json"
-_VARIANT = re.compile(r"vae|vae-gan|(mhp|mhp-wta|conad)-(\d+)")
-
-
-@dataclasses.dataclass(frozen=True)
-class Variant:
-    """One column of the paper's table.
-
-    `hypotheses`: model.hypotheses, or None to keep the config's. `adversarial`: False trains no
-    discriminator (loss.adv_weight = 0), True keeps the config's loss.adv_weight (which must then
-    be > 0), None keeps the config as it is. `eps`: loss.eps, or None to keep the config's (the
-    paper's MHP is the eps-relaxed WTA of Rupprecht et al., its MHP-WTA the hard one, eps = 0).
-    """
-
-    name: str
-    hypotheses: int | None = None
-    adversarial: bool | None = None
-    eps: float | None = None
-
-    def apply(self, config):
-        """A copy of `config` with this variant's settings."""
-        config = copy.deepcopy(config)
-        if self.hypotheses is not None:
-            config.model.hypotheses = self.hypotheses
-        if self.adversarial is False:
-            config.loss.adv_weight = 0.0
-        if self.eps is not None:
-            config.loss.eps = self.eps
-        return config
-
-
-# benchmark_classes: the config as given, in no variant folder of its own.
-AS_GIVEN = Variant("")
-
-
-def parse_variant(text: str) -> Variant:
-    """`vae`, `vae-gan`, `mhp-H`, `mhp-wta-H` or `conad-H`, in any case, as a Variant with a
-    canonical (lower-case) name: the paper's names (its MDN variants are not built yet)."""
-    name = text.strip().lower()
-    match = _VARIANT.fullmatch(name)
-    if match is None:
-        raise ConfigError(
-            f"eval.variants names an unknown variant {text.strip()!r}: expected comma-separated "
-            f"names of the forms {VARIANT_PATTERNS}, in any case."
-        )
-    if name == "vae":
-        return Variant("vae", hypotheses=1, adversarial=False)
-    if name == "vae-gan":
-        return Variant("vae-gan", hypotheses=1, adversarial=True)
-    prefix, hypotheses = match.group(1), int(match.group(2))
-    adversarial = prefix == "conad"
-    if hypotheses < 2:
-        single = "vae-gan" if adversarial else "vae"
-        raise ConfigError(
-            f"eval.variants: {text.strip()!r} has {hypotheses} hypotheses, but H must be >= 2; "
-            f"with one hypothesis that model is {single!r}."
-        )
-    eps = 0.0 if prefix == "mhp-wta" else None
-    return Variant(f"{prefix}-{hypotheses}", hypotheses, adversarial=adversarial, eps=eps)
-
-
-def parse_variants(config) -> list[Variant]:
-    """The variants of eval.variants; empty: the paper's five at model.hypotheses."""
-    names = [n for n in str(config.eval.variants).split(",") if n.strip()]
-    if not names:
-        h = int(config.model.hypotheses)
-        several = [f"mhp-{h}", f"mhp-wta-{h}", f"conad-{h}"] if h >= 2 else []
-        names = ["vae", "vae-gan", *several]
-    variants = [parse_variant(n) for n in names]
-    seen = [v.name for v in variants]
-    twice = sorted({n for n in seen if seen.count(n) > 1})
-    if twice:
-        raise ConfigError(f"eval.variants={config.eval.variants!r} names {twice} twice.")
-    adversarial = [v.name for v in variants if v.adversarial]
-    if adversarial and not float(config.loss.adv_weight) > 0:
-        raise ConfigError(
-            f"eval.variants has {adversarial}, which train a discriminator with weight "
-            f"loss.adv_weight, but loss.adv_weight={config.loss.adv_weight}: set it > 0 (the "
-            "paper's weight is 0.1, the default), or compare vae and mhp-wta-H only."
-        )
-    relaxed = [v.name for v in variants if v.name.startswith("mhp-") and v.eps is None]
-    if relaxed and not float(config.loss.eps) > 0:
-        raise ConfigError(
-            f"eval.variants has {relaxed}, the eps-relaxed WTA, but loss.eps={config.loss.eps}: "
-            "set it > 0 (the default is 0.05), or use mhp-wta-H for the hard WTA."
-        )
-    return variants
 
 
 def check_source(config, mode: str) -> None:
@@ -213,7 +133,8 @@ def grid(variants: list[Variant], classes: list[str], seeds: int, workdir: str) 
 
 
 def stored_metrics(run_dir: str, expected_config: dict) -> dict | None:
-    """The metrics of a finished run in `run_dir` made with exactly `expected_config`, else None.
+    """The metrics of a finished run in `run_dir` made with exactly `expected_config` (a key added
+    since reads as its value before: `mhp_keras.config.legacy`), else None.
 
     metrics.json is written atomically as a run's last step, so it exists only for finished runs.
     """
@@ -222,7 +143,11 @@ def stored_metrics(run_dir: str, expected_config: dict) -> dict | None:
             metrics = json.load(f)
     except (OSError, ValueError):
         return None
-    return metrics if metrics.get("config") == expected_config else None
+    stored = metrics.get("config")
+    if not isinstance(stored, dict):
+        return None
+    # Keys added since the run are read with their earlier behaviour (mhp_keras.config.legacy).
+    return metrics if not legacy.changed_keys(stored, expected_config) else None
 
 
 def run_record(metrics: dict, seed: int) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 
 import h5py
 import keras
@@ -221,6 +222,33 @@ class GuardedTensorBoard(keras.callbacks.TensorBoard):
     def on_epoch_end(self, epoch, logs=None):
         if not flagged(self.guard, logs):
             super().on_epoch_end(epoch, logs)
+
+
+class Throughput(keras.callbacks.Callback):
+    """Adds `examples_per_sec` to each epoch's logs (so to history.csv and TensorBoard): training
+    examples (images, or tiles with data.crop=tile) per second of the epoch's training steps,
+    from the epoch's start to its last step (validation left out).
+
+    The examples are `examples_per_epoch` when the pipeline knows them, else the steps times the
+    global `batch_size` (then an epoch's last, partial batch counts as a full one).
+    """
+
+    def __init__(self, batch_size: int, examples_per_epoch: int | None = None):
+        super().__init__()
+        self.batch_size, self.examples_per_epoch = batch_size, examples_per_epoch
+        self._start, self._end, self._steps = 0.0, 0.0, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start, self._steps = time.perf_counter(), 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._end, self._steps = time.perf_counter(), self._steps + 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or not self._steps:
+            return
+        examples = self.examples_per_epoch or self._steps * self.batch_size
+        logs["examples_per_sec"] = examples / max(self._end - self._start, 1e-9)
 
 
 def write_backup(model, path: str, completed_epochs: int) -> None:

@@ -5,9 +5,11 @@ discriminator keeps every hypothesis realistic, and that hypotheses discriminati
 diverse. Each gets a measurement, logged every epoch into `history.csv`, TensorBoard and
 `metrics.json` by `MechanismDiagnostics`:
 
-* `adv_grad_share`: the norm of the adversarial term's gradient (adv_weight * L_G) over the norm
-  of the WTA NLL's gradient, both on the variables of the generator's last shared layer (the
-  decoder trunk's last layer, which every head reads). Near 0, D does not reach the generator.
+* `adv_grad_share`: the norm of the adversarial term's gradient (lambda * L_G, with the epoch's
+  mean lambda, `adv_scale`, as training applied it) over the norm of the WTA NLL's gradient, both
+  on the variables of the generator's last shared layer (the decoder trunk's last layer, which
+  every head reads), on the fixed batch. Near 0, D does not reach the generator; under the
+  adaptive balance it stays near `loss.adv_weight` while lambda is below its cap.
 * `head_diversity`: the mean pairwise RMS distance between the heads' means, over the best head's
   RMS error. Near 0, the heads have collapsed onto one output.
 * `sharpness`: the high-frequency (finite-difference gradient) energy of the best guess over the
@@ -94,13 +96,13 @@ class MechanismDiagnostics(keras.callbacks.Callback):
         # One traced graph per model: an eager pass would cost as much as many training steps.
         self._measure = tf.function(self._values)
 
-    def _values(self, images):
+    def _values(self, images, adv_scale):
         model = self.model
         variables = last_shared_layer(model.decoder).trainable_weights
         with tf.GradientTape(persistent=True) as tape:
-            out = model.per_sample_losses(images, training=False)
+            out = model.per_sample_losses(images, training=False, adv_scale=adv_scale)
             nll = tf.reduce_mean(out["recon"])
-            adv = model.adv_weight * tf.reduce_mean(out["g_adv"])
+            adv = adv_scale * tf.reduce_mean(out["g_adv"])
         nll_norm = global_norm(tape.gradient(nll, variables))
         adv_norm = global_norm(tape.gradient(adv, variables)) if model.adversarial else 0.0
         del tape
@@ -111,11 +113,15 @@ class MechanismDiagnostics(keras.callbacks.Callback):
             "sharpness": sharpness(images, scored["best_hypothesis"]),
         }
 
-    def measure(self) -> dict:
-        return {name: float(value) for name, value in self._measure(self.images).items()}
+    def measure(self, adv_scale=None) -> dict:
+        """The three values on the fixed batch; `adv_scale` is lambda (default: the model's
+        fixed adv_weight)."""
+        scale = self.model.adv_weight if adv_scale is None else adv_scale
+        values = self._measure(self.images, tf.constant(float(scale), tf.float32))
+        return {name: float(value) for name, value in values.items()}
 
     def on_epoch_end(self, epoch, logs=None):
-        values = self.measure()
+        values = self.measure((logs or {}).get("adv_scale"))
         self.history.append(values)
         if logs is not None:
             logs.update(values)

@@ -19,9 +19,11 @@ import tensorflow as tf
 from absl import logging
 
 import mhp_keras
+from mhp_keras.config import legacy
 from mhp_keras.config.validation import validate_config
 from mhp_keras.data import load_data
 from mhp_keras.data.pipeline import dataset_for_split
+from mhp_keras.data.training_tiles import examples_per_epoch, resolve_crop
 from mhp_keras.errors import UserError
 from mhp_keras.io_utils import atomic_path, write_json_atomic
 from mhp_keras.models import build_conad
@@ -69,22 +71,8 @@ def config_dict(config) -> dict:
     return json.loads(config.to_json_best_effort())
 
 
-def _comparable(config: dict) -> dict:
-    flat = {}
-
-    def walk(prefix, value):
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}{k}.", v)
-        else:
-            flat[prefix[:-1]] = value
-
-    walk("", config)
-    return {
-        k: v
-        for k, v in flat.items()
-        if not any(k == r or k.startswith(r + ".") for r in RESUMABLE_KEYS)
-    }
+def _resumable(key: str) -> bool:
+    return any(key == r or key.startswith(r + ".") for r in RESUMABLE_KEYS)
 
 
 def prepare_workdir(config, workdir: str, overwrite: bool) -> None:
@@ -94,9 +82,10 @@ def prepare_workdir(config, workdir: str, overwrite: bool) -> None:
     if os.path.exists(path):
         with open(path) as f:
             stored = json.load(f)
-        old, new = _comparable(stored), _comparable(config_dict(config))
-        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        changed = [k for k in legacy.changed_keys(stored, config_dict(config)) if not _resumable(k)]
         if changed and not overwrite:
+            new = legacy.flatten(config_dict(config))
+            old = legacy.with_values_before(stored, config_dict(config))
             details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:8])
             raise UserError(
                 f"--workdir={workdir} holds a run with a different config ({details}). Use another "
@@ -164,7 +153,11 @@ def training_callbacks(config, workdir: str, data, chief: bool):
         patience=t.health_epochs,
         adv_share_limit=t.health_adv_share,
     )
-    callbacks = [guard]
+    # First, so that every logger sees the epoch's examples_per_sec.
+    callbacks = [
+        guard,
+        cb.Throughput(config.data.batch_size, examples_per_epoch(config, data.train)),
+    ]
     if chief:  # measured before health reads it and the loggers write it
         callbacks.append(MechanismDiagnostics(diagnostic_images(data.train, config)))
     callbacks += [health, cb.EpochBackup(backup_dir(workdir, chief), guard)]
@@ -209,6 +202,8 @@ def train(config, data, workdir: str, strategy_name: str = "default", extra_call
     """
     strategy = distribute.make_strategy(strategy_name)
     chief = distribute.writes_run_files(strategy_name)
+    # data.crop=auto becomes tile or none here, before the model is built (score.tiling=auto).
+    config = resolve_crop(config, data.train)
     train_ds, steps_per_epoch = repeated(dataset_for_split(data.train, config, training=True))
     val_ds = (
         images_only(dataset_for_split(data.val, config, training=False)) if len(data.val) else None

@@ -79,7 +79,8 @@ class TrainingHealth(keras.callbacks.Callback):
                 f"on the decoder's last shared layer has been {self._last_share:.1e} of the NLL's "
                 f"or less for {epochs} epochs (epoch {epoch + 1}, limit "
                 f"{self.adv_share_limit:g}), so the heads train as a plain VAE's. Raise "
-                "config.loss.adv_weight (e.g. 10x)."
+                "config.loss.adv_weight (e.g. 10x), and use config.loss.adv_balance=adaptive "
+                "if it is fixed."
             ),
         )
 

@@ -145,23 +145,45 @@ def best_hypothesis(means, nll, mode, head_axis=1):
     return tf.reduce_sum(one_hot * means, axis=head_axis)
 
 
-def aggregate_map(amap, method, topk_fraction):
-    """Image score [B] from an anomaly map [B, h, w]: sum, mean, or the sum of the top fraction.
+def aggregate_map(amap, method, topk_fraction, region=None):
+    """Image score [B] from an anomaly map [B, h, w]: sum, mean, or over the top fraction.
 
-    "topk" sums the ceil(fraction * h * w) largest pixels (at least one): the paper's top-10% score
-    for small defects, which a sum over the whole image would dilute.
+    "topk" is the mean of the ceil(fraction * n) largest of the n pixels (at least one), so
+    images of different sizes compare fairly; "topk_sum" is their sum, the paper's top-10 % score
+    on fixed-size images (the two rank a fixed-size set identically). Both keep a small defect
+    from being diluted by the rest of the image. With `region` (bool [B, h, w]) only its pixels
+    count: n is each image's region size (an empty region scores -inf for the top fraction).
     """
+    if method not in AGGREGATES:
+        raise ValueError(f"method={method!r}: expected one of {list(AGGREGATES)}.")
     flat = tf.reshape(amap, [tf.shape(amap)[0], -1])
+    if region is None:
+        return _aggregate_all(flat, method, topk_fraction)
+    inside = tf.reshape(tf.cast(region, tf.bool), tf.shape(flat))
+    count = tf.reduce_sum(tf.cast(inside, flat.dtype), axis=1)
+    if method in ("sum", "mean"):
+        total = tf.reduce_sum(tf.where(inside, flat, tf.zeros_like(flat)), axis=1)
+        return total if method == "sum" else total / tf.maximum(count, 1.0)
+    k = tf.math.ceil(tf.cast(count, tf.float64) * topk_fraction)
+    k = tf.cast(tf.clip_by_value(k, 1.0, tf.cast(tf.shape(flat)[1], tf.float64)), tf.int32)
+    lowest = tf.fill(tf.shape(flat), tf.constant(float("-inf"), flat.dtype))
+    top = tf.math.top_k(tf.where(inside, flat, lowest), k=tf.reduce_max(k), sorted=True).values
+    taken = tf.range(tf.shape(top)[1])[None, :] < k[:, None]
+    total = tf.reduce_sum(tf.where(taken, top, tf.zeros_like(top)), axis=1)
+    return total if method == "topk_sum" else total / tf.cast(k, flat.dtype)
+
+
+def _aggregate_all(flat, method, topk_fraction):
+    """`aggregate_map` over every pixel of [B, n] maps."""
     if method == "sum":
         return tf.reduce_sum(flat, axis=1)
     if method == "mean":
         return tf.reduce_mean(flat, axis=1)
-    if method == "topk":
-        n = tf.shape(flat)[1]
-        k = tf.cast(tf.math.ceil(tf.cast(n, tf.float64) * topk_fraction), tf.int32)
-        k = tf.clip_by_value(k, 1, n)
-        return tf.reduce_sum(tf.math.top_k(flat, k=k, sorted=False).values, axis=1)
-    raise ValueError(f"method={method!r}: expected one of {list(AGGREGATES)}.")
+    n = tf.shape(flat)[1]
+    k = tf.cast(tf.math.ceil(tf.cast(n, tf.float64) * topk_fraction), tf.int32)
+    k = tf.clip_by_value(k, 1, n)
+    top = tf.math.top_k(flat, k=k, sorted=False).values
+    return tf.reduce_sum(top, axis=1) if method == "topk_sum" else tf.reduce_mean(top, axis=1)
 
 
 def gaussian_kernel_1d(sigma: float) -> list[float]:

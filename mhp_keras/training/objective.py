@@ -8,9 +8,13 @@ The terms, as in Nguyen et al. (ICML 2019), Section 3:
 * eq. (4), the discriminator's loss L_D: binary cross-entropy with real = x against three fake
   sources, decodings of z ~ N(0, I), decodings of z ~ q(z|x) and the best guess
   (`adversarial_losses`);
-* eq. (5), the generator's objective WTA + KL + adv_weight * L_G, where L_G is the
+* eq. (5), the generator's objective WTA + KL + lambda * L_G, where L_G is the
   *non-saturating* form of -L_D (the fakes labelled real), which has the same fixed point but does
   not vanish when D wins early (`per_sample_losses`).
+
+The adversarial weight lambda is set by `mhp_keras.training.balance` ("adaptive": so that D's
+gradient on the decoder's last shared layer is `adv_weight` times the NLL's, whatever the image
+size; "fixed": lambda = adv_weight).
 
 With `adv_hypotheses="sample"` each image's fake comes from one uniformly drawn head, an unbiased
 estimate of the average over heads whose discriminator cost does not grow with H (prior samples
@@ -33,10 +37,11 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from mhp_keras.training import distribute, losses
+from mhp_keras.training import distribute, losses, mixture
+from mhp_keras.training.balance import adversarial_scale, balance_variables, loss_scale
 
 RANDOM_PURPOSES = ("posterior", "prior", "heads")
-LOSS_NAMES = ("loss", "recon", "kl", "g_adv", "d_loss", "d_acc_real", "d_acc_fake")
+LOSS_NAMES = ("loss", "recon", "kl", "g_adv", "d_loss", "d_acc_real", "d_acc_fake", "adv_scale")
 
 
 def bce(logits, label):
@@ -121,7 +126,8 @@ def prior_fakes(model, z, heads, training):
 
 
 def vae_losses(model, images, training):
-    """The VAE terms of one batch, per sample: eq. (2)'s WTA NLL and eq. (3)'s KL.
+    """The VAE terms of one batch, per sample: eq. (2)'s WTA NLL (or, for `mixture="mdn"`, the
+    mixture NLL of `mhp_keras.training.mixture`) and eq. (3)'s KL.
 
     z is drawn from q(z|x) by the reparameterisation trick. Returns the per-sample `recon` (WTA
     NLL) and `kl` [B], `win` [B, K] (the share of each image, or of its pixels, that each head
@@ -135,17 +141,17 @@ def vae_losses(model, images, training):
     means, log_vars = decode_native(model, z, training)  # [B, h, w, C, K]
     # Only the NLL map (1/C of the means' size) moves its heads axis to the front.
     nll = tf.transpose(losses.gaussian_nll(images, means, log_vars, head_axis=4), [0, 3, 1, 2])
+    out = {"kl": losses.kl_to_standard_normal(mu, log_var), "mu": mu, "means": means, "nll": nll}
+    if model.mixture == "mdn":
+        # The mixture NLL; the heads' shares are their responsibilities.
+        log_pi = mixture.log_weights(model.mixer(z, training=training))
+        best = mixture.responsible_head(nll, log_pi)
+        recon = mixture.mixture_nll(nll, log_pi)
+        return out | {"recon": recon, "win": mixture.responsibilities(nll, log_pi), "best": best}
     win = tf.one_hot(losses.winner_index(nll, model.wta), model.hypotheses)
     if model.wta == "pixel":
         win = tf.reduce_mean(win, axis=[1, 2])
-    return {
-        "recon": losses.wta_loss(nll, model.wta, model.eps),
-        "kl": losses.kl_to_standard_normal(mu, log_var),
-        "win": win,
-        "mu": mu,
-        "means": means,
-        "nll": nll,
-    }
+    return out | {"recon": losses.wta_loss(nll, model.wta, model.eps), "win": win}
 
 
 def rolled_groups(images, k):
@@ -175,6 +181,13 @@ def _discriminate(model, real, fakes, training):
     return real_logits, fake_logits
 
 
+def best_guess(model, vae):
+    """The best guess [B, h, w, C]: the winning head's mean (the most responsible one for MDN)."""
+    if "best" in vae:
+        return losses.take_last_axis(vae["means"], vae["best"])
+    return losses.best_hypothesis(vae["means"], vae["nll"], model.wta, head_axis=4)
+
+
 def adversarial_losses(model, images, vae, training):
     """The adversarial terms of one batch, per sample, from `vae_losses`' decodings.
 
@@ -191,7 +204,7 @@ def adversarial_losses(model, images, vae, training):
     fakes = [
         prior_fakes(model, tf.cast(prior_z, vae["mu"].dtype), heads, training),
         pick_fakes(model, means, heads),
-        losses.best_hypothesis(means, vae["nll"], model.wta, head_axis=4),
+        best_guess(model, vae),
     ]
     real_logits, fake_logits = _discriminate(model, images, fakes, training)
     # Per-sample averages over each source's fakes (and groups), so the "all" and "group" modes
@@ -210,10 +223,11 @@ def adversarial_losses(model, images, vae, training):
     }
 
 
-def per_sample_losses(model, images, training=False):
+def per_sample_losses(model, images, training=False, adv_scale=None):
     """Every per-sample loss of one batch ([B] each, plus `win` [B, K]): what `train_step`
     averages over the global batch and `test_step` reports. `loss` is eq. (5)'s generator
-    objective, WTA + kl_weight * KL + adv_weight * L_G."""
+    objective, WTA + kl_weight * KL + lambda * L_G, with lambda = `adv_scale` (default: the
+    fixed adv_weight; `train_step` fills it in afterwards under the adaptive balance)."""
     vae = vae_losses(model, images, training)
     out = {name: vae[name] for name in ("recon", "kl", "win")}
     if model.adversarial:
@@ -221,8 +235,15 @@ def per_sample_losses(model, images, training=False):
     else:
         zeros = tf.zeros([tf.shape(images)[0]], tf.float32)
         out.update(d_loss=zeros, g_adv=zeros, d_acc_real=zeros, d_acc_fake=zeros)
-    out["loss"] = out["recon"] + model.kl_weight * out["kl"] + model.adv_weight * out["g_adv"]
+    set_generator_loss(model, out, model.adv_weight if adv_scale is None else adv_scale)
     return out
+
+
+def set_generator_loss(model, out, adv_scale) -> None:
+    """Fills `loss` (eq. (5), per sample) and `adv_scale` (lambda, per sample for the trackers)."""
+    adv_scale = tf.cast(adv_scale, tf.float32) if model.adversarial else tf.constant(0.0)
+    out["adv_scale"] = tf.fill(tf.shape(out["recon"]), adv_scale)
+    out["loss"] = out["recon"] + model.kl_weight * out["kl"] + adv_scale * out["g_adv"]
 
 
 def clip_global(grads, clip_norm):
@@ -247,10 +268,14 @@ def clip_global(grads, clip_norm):
     return grads
 
 
-def apply_gradients(model, optimizer, tape, loss, variables):
-    grads = tape.gradient(loss, variables)
+def apply_gradients(model, optimizer, tape, targets, weights, variables):
+    """One optimizer step on the gradient of sum_i weights[i] * targets[i] (scalars), taken in one
+    backward pass, of the loss scaled for float16 and clipped by its unscaled global norm."""
+    scale = loss_scale(optimizer)
+    output_gradients = [tf.cast(w, tf.float32) * scale for w in weights]
+    grads = tape.gradient(targets, variables, output_gradients=output_gradients)
     if model.clip_norm > 0:
-        grads = clip_global(grads, model.clip_norm)
+        grads = clip_global(grads, model.clip_norm * scale)
     optimizer.apply_gradients(zip(grads, variables))
 
 
@@ -282,20 +307,42 @@ def train_step(model, data):
     is taken against the D of the same step (the simultaneous gradient form of the minimax game).
     """
     images = images_of(data)
-    with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+    # w_tape watches only the balance variables, so it records just the ops between them and the
+    # losses (the heads, the NLL and D's passes on the fakes); unused, it costs nothing.
+    w_tape = tf.GradientTape(persistent=True, watch_accessed_variables=False)
+    with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape, w_tape:
+        w_tape.watch(balance_variables(model))
         out = per_sample_losses(model, images, training=True)
         # Averaged over the global batch, so N replicas make the update one device would.
-        g_loss = tf.nn.compute_average_loss(out["loss"])
+        nll = tf.nn.compute_average_loss(out["recon"])
+        vae = nll + model.kl_weight * tf.nn.compute_average_loss(out["kl"])
+        g_adv = tf.nn.compute_average_loss(out["g_adv"])
         d_loss = tf.nn.compute_average_loss(out["d_loss"])
-    # Train G on eq. (5): WTA + KL + adv_weight * L_G.
-    apply_gradients(model, model.g_optimizer, g_tape, g_loss, model.generator_variables)
-    # Train D on eq. (4): real images against the three fake sources.
+    # Train G on eq. (5): WTA + KL + lambda * L_G, one backward pass for both terms.
+    generator = model.generator_variables
     if model.adversarial:
+        scale = adversarial_scale(model, w_tape, nll, g_adv)
+        set_generator_loss(model, out, scale)
+        apply_gradients(model, model.g_optimizer, g_tape, [vae, g_adv], [1.0, scale], generator)
+        # Train D on eq. (4): real images against the three fake sources.
         discriminator = model.discriminator.trainable_variables
-        apply_gradients(model, model.d_optimizer, d_tape, d_loss, discriminator)
+        apply_gradients(model, model.d_optimizer, d_tape, [d_loss], [1.0], discriminator)
+    else:
+        apply_gradients(model, model.g_optimizer, g_tape, [vae], [1.0], generator)
     return update_metrics(model, out)
 
 
 def test_step(model, data):
-    """The losses of one validation batch, without updates."""
-    return update_metrics(model, per_sample_losses(model, images_of(data), training=False))
+    """The losses of one validation batch, without updates; under the adaptive balance lambda is
+    this batch's, as in training."""
+    images = images_of(data)
+    if not model.adversarial or model.adv_balance == "fixed":
+        return update_metrics(model, per_sample_losses(model, images, training=False))
+    with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
+        tape.watch(balance_variables(model))
+        out = per_sample_losses(model, images, training=False)
+        nll = tf.nn.compute_average_loss(out["recon"])
+        g_adv = tf.nn.compute_average_loss(out["g_adv"])
+    set_generator_loss(model, out, adversarial_scale(model, tape, nll, g_adv))
+    del tape
+    return update_metrics(model, out)

@@ -1,0 +1,59 @@
+"""What a setting's absence means in a run saved before that setting existed.
+
+Resumable studies (`--mode=ablation`, `benchmark_classes`) reuse a finished run only when its
+stored config is the config it would run now, and a workdir refuses a different config. A setting
+added later is missing from every older run's stored config. Reading "missing" as "whatever the
+default is now" would silently pass off old runs as new ones whenever the new default changes the
+behaviour (the adaptive adversarial balance does), and reading it as "different" would throw away
+hours of runs whenever any key is added. So each added key records here the value that reproduces
+what runs made before it did; a stored config missing the key is read with that value, and keys
+not listed here stay strict. A value whose meaning changed is read under its new name.
+"""
+
+from __future__ import annotations
+
+# Dotted config key -> the value that behaves as runs made before the key existed.
+VALUES_BEFORE = {
+    "loss.adv_balance": "fixed",
+    "loss.mixture": "wta",
+    "data.tiles_per_image": 0,
+    "data.resize": "squash",
+    "data.roi_mask": "",
+    "score.roi": "none",
+    "score.roi_margin": 2,
+}
+
+
+# (key, stored value) -> (the key whose absence marks the run as older, the value's name now):
+# values whose meaning changed when that key was added. `topk` summed the top pixels before
+# data.resize existed; that sum is `topk_sum` now, and `topk` is their mean.
+MEANINGS_BEFORE = {("score.aggregate", "topk"): ("data.resize", "topk_sum")}
+
+
+def flatten(config: dict, prefix: str = "") -> dict:
+    """{"a.b": value} for a nested config dict."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def with_values_before(stored: dict, expected: dict) -> dict:
+    """A flat stored config with every listed key it lacks, and the expected config has, read as
+    its value before the key."""
+    flat, keys = flatten(stored), flatten(expected)
+    before = {k: v for k, v in VALUES_BEFORE.items() if k not in flat and k in keys}
+    for (key, value), (marker, renamed) in MEANINGS_BEFORE.items():
+        if flat.get(key) == value and marker not in flat:
+            flat[key] = renamed
+    return {**before, **flat}
+
+
+def changed_keys(stored: dict, expected: dict) -> list[str]:
+    """The dotted keys whose values differ between a stored config (read with
+    `with_values_before`) and the expected one, both nested dicts; sorted."""
+    old, new = with_values_before(stored, expected), flatten(expected)
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
