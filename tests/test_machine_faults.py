@@ -63,7 +63,16 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     workdir = tmp_path / "run"
     command = train_main_command(f"--workdir={workdir}", *tiny_flags(epochs=2000))
     proc = subprocess.Popen(
-        command, env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        env=ENV,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A shell without job control starts background jobs with SIGINT ignored, and a child
+        # inherits that (Python then installs no KeyboardInterrupt handler): give the run the
+        # default disposition that a terminal's Ctrl-C meets.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.time() + 300
