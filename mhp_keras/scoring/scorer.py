@@ -137,10 +137,8 @@ class Scorer:
         model = self.model
         image = original = tf.cast(image, tf.float32)
         size = tf.shape(image)[:2]
-        if model.tile_scale != 1.0:
-            scaled_size = tf.cast(tf.round(tf.cast(size, tf.float32) * model.tile_scale), tf.int32)
-            image = tf.image.resize(image, tf.maximum(scaled_size, 1), antialias=True)
-            image = tf.clip_by_value(image, 0.0, 1.0)
+        # The one scaling that training tiles are cut at, so the model scores at its own scale.
+        image = tiling.scale_image(image, model.tile_scale)
         out = tiling.tiled_apply(
             image,
             self._tile_outputs,
