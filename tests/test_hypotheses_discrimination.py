@@ -45,8 +45,11 @@ def test_collapsed_hypotheses_get_a_zero_group_feature_and_real_groups_do_not():
     assert out[:3].max() < 1e-3 and out[3:].min() > 0.1
 
 
-def test_one_discriminator_call_takes_every_source_in_aligned_groups():
-    model = tiny_conad(seed=0, hypotheses=2, adv_hypotheses="group")
+# 4 images, K = 2: 8 real images in groups; "every": 8 prior, 8 posterior and 8 rolled
+# best-guess fakes; "split" (rows 0 | 1 | 2-3): 2 prior, 2 posterior, 2 x 2 best-guess fakes.
+@pytest.mark.parametrize("sources, d_inputs", [("every", 32), ("split", 16)])
+def test_one_discriminator_call_takes_every_source_in_aligned_groups(sources, d_inputs):
+    model = tiny_conad(seed=0, hypotheses=2, adv_hypotheses="group", adv_sources=sources)
     seen = []
     original = model.discriminator.call
 
@@ -57,8 +60,7 @@ def test_one_discriminator_call_takes_every_source_in_aligned_groups():
     model.discriminator.call = recording
     images = np.random.default_rng(2).random((4, 16, 16, 1)).astype(np.float32)
     out = objective.per_sample_losses(model, tf.constant(images), training=False)
-    # real groups, prior fakes, posterior fakes and best-guess groups: 4 x (4 images x 2).
-    assert seen == [(32, 16, 16, 1)]
+    assert seen == [(d_inputs, 16, 16, 1)]
     for name in ("d_loss", "g_adv", "d_acc_real", "d_acc_fake"):
         assert out[name].shape == (4,) and np.isfinite(out[name].numpy()).all()
 

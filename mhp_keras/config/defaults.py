@@ -98,6 +98,10 @@ def _loss_section() -> ml_collections.ConfigDict:
     # Fakes for D: sample = one random head per image; all = every head; group = every head, D
     # seeing each input's K hypotheses as one group (hypotheses discrimination, paper 4.2).
     s.adv_hypotheses = "sample"
+    # Which fake sources each image gives D: split = one of the three (a third of the batch
+    # each, so D sees as many fakes as reals); every = all three (3 fakes per real image, about
+    # twice D's cost; the three terms of eq. (4) exactly rather than their unbiased estimate).
+    s.adv_sources = "split"
     return s
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 VALUES_BEFORE = {
     "loss.adv_balance": "fixed",
     "loss.mixture": "wta",
+    "loss.adv_sources": "every",
     "data.tiles_per_image": 0,
     "data.resize": "squash",
     "data.roi_mask": "",

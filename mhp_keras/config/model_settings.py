@@ -20,6 +20,7 @@ AGGREGATES = ("sum", "mean", "topk", "topk_sum")
 RESIZES = ("letterbox", "squash")
 ROIS = ("none", "auto", "mask")
 ADV_HYPOTHESES = ("sample", "all", "group")
+ADV_SOURCES = ("split", "every")
 ADV_BALANCES = ("adaptive", "fixed")
 MIXTURES = ("wta", "mdn")  # as mhp_keras.training.mixture.MIXTURES, without importing TF
 TILINGS = ("none", "tile")
@@ -47,6 +48,7 @@ CONFIG_KEYS = {
     "kl_weight": "loss.kl_weight",
     "adv_weight": "loss.adv_weight",
     "adv_hypotheses": "loss.adv_hypotheses",
+    "adv_sources": "loss.adv_sources",
     "adv_balance": "loss.adv_balance",
     "mixture": "loss.mixture",
     "score_aggregate": "score.aggregate",
@@ -111,6 +113,7 @@ RULES: dict[str, Rule] = {
         lambda v, values: v in ADV_HYPOTHESES and (v != "group" or values["hypotheses"] >= 2),
         f"one of {list(ADV_HYPOTHESES)} ('group' needs hypotheses >= 2)",
     ),
+    "adv_sources": (lambda v, _: v in ADV_SOURCES, f"one of {list(ADV_SOURCES)}"),
     "adv_balance": (lambda v, _: v in ADV_BALANCES, f"one of {list(ADV_BALANCES)}"),
     "mixture": (
         lambda v, values: v in MIXTURES and (v != "mdn" or values["wta"] == "sample"),
@@ -163,10 +166,12 @@ def upgrade_saved_config(config) -> dict:
     Models saved before letterboxing (their config has no "resize") squashed whole images, and
     their "topk" was the sum of the top pixels, now "topk_sum": their scores and thresholds stay.
     Models saved before the adaptive adversarial balance trained with the fixed weight, and
-    resume training with it.
+    resume training with it; those saved before `adv_sources` showed D every fake source for
+    every image, and resume doing so.
     """
     config = dict(config)
     config.setdefault("adv_balance", "fixed")
+    config.setdefault("adv_sources", "every")
     if "resize" not in config:
         config["resize"] = "squash"
         if config.get("score_aggregate") == "topk":

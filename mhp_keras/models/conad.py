@@ -97,6 +97,8 @@ class ConAD(ConADScoring, keras.Model):
             with mixing coefficients from z, the paper's MDN-H; needs wta="sample") [loss.mixture].
         adv_hypotheses: D's fakes: one random head per image ("sample"), every head ("all"), or
             every head in groups of one input's K ("group") [loss.adv_hypotheses].
+        adv_sources: which fake sources each image gives D: one, a third of the batch each
+            ("split"), or all three ("every") [loss.adv_sources].
         score_aggregate: image score from the anomaly map: "sum", "mean", "topk" (mean of the
             top fraction) or "topk_sum" (their sum, the paper's) [score.aggregate].
         topk_fraction: fraction of pixels "topk" takes (the paper's 10 %) [score.topk_fraction].
@@ -148,6 +150,7 @@ class ConAD(ConADScoring, keras.Model):
         kl_weight=DEFAULTS["kl_weight"],
         adv_weight=DEFAULTS["adv_weight"],
         adv_hypotheses=DEFAULTS["adv_hypotheses"],
+        adv_sources=DEFAULTS["adv_sources"],
         adv_balance=DEFAULTS["adv_balance"],
         mixture=DEFAULTS["mixture"],
         score_aggregate=DEFAULTS["score_aggregate"],

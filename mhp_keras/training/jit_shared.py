@@ -56,7 +56,12 @@ def cost_key(config) -> str:
         "batch": [data.batch_size, data.image_size, data.image_size, data.channels],
         "model": config.model.to_dict(),
         "adversarial": float(loss.adv_weight) > 0,
-        "losses": [loss.wta, loss.adv_hypotheses, float(config.train.clip_norm) > 0],
+        "losses": [
+            loss.wta,
+            loss.adv_hypotheses,
+            loss.adv_sources,
+            float(config.train.clip_norm) > 0,
+        ],
         "mixed_precision": config.train.mixed_precision,
     }
     return json.dumps(key, sort_keys=True)

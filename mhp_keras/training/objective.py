@@ -7,7 +7,9 @@ The terms, as in Nguyen et al. (ICML 2019), Section 3:
 * eq. (3), the VAE's KL(q(z|x) || N(0, I)), weighted by `kl_weight` (`vae_losses`);
 * eq. (4), the discriminator's loss L_D: binary cross-entropy with real = x against three fake
   sources, decodings of z ~ N(0, I), decodings of z ~ q(z|x) and the best guess
-  (`adversarial_losses`);
+  (`adversarial_losses`); by default (`adv_sources="split"`) each image of the batch gives one of
+  the three, a third of the batch each, which halves D's work per step and keeps as many fakes
+  as reals (`source_rows`);
 * eq. (5), the generator's objective WTA + KL + lambda * L_G, where L_G is the
   *non-saturating* form of -L_D (the fakes labelled real), which has the same fixed point but does
   not vanish when D wins early (`per_sample_losses`).
@@ -188,38 +190,86 @@ def best_guess(model, vae):
     return losses.best_hypothesis(vae["means"], vae["nll"], model.wta, head_axis=4)
 
 
+def source_rows(model, batch):
+    """Which of the batch's rows give D each fake source, as (start, stop) per source: under
+    `adv_sources="split"` the first, second and last third give a prior decoding, a posterior
+    decoding and a best guess respectively; under "every" (None) every row gives all three.
+
+    The batches are shuffled, so which image falls in which third is random from epoch to epoch;
+    and the three thirds' fakes average, over the batch, to an unbiased estimate of eq. (4)'s mean
+    over the three sources, with as many fakes as real images for about half of D's cost. A
+    batch of fewer than three images shares rows between sources (a source with no row would be
+    an empty D call, which TensorFlow's convolutions reject).
+    """
+    if model.adv_sources == "every":
+        return None
+    bounds = []
+    for i in range(3):
+        start = tf.minimum((i * batch) // 3, batch - 1)
+        bounds.append((start, tf.maximum(((i + 1) * batch) // 3, start + 1)))
+    return bounds
+
+
+def fakes_per_image(model) -> list[int]:
+    """How many D inputs each image gives, per source (prior, posterior, best guess) and for the
+    real images: K for every head or a group of K, else 1."""
+    k = 1 if model.adv_hypotheses == "sample" else model.hypotheses
+    group = k if model.adv_hypotheses == "group" else 1
+    return [k, k, group, group]
+
+
 def adversarial_losses(model, images, vae, training):
     """The adversarial terms of one batch, per sample, from `vae_losses`' decodings.
 
     D sees real = `images` against three fake sources: decodings of z ~ N(0, I), decodings of
-    z ~ q(z|x) (one random head per image, or every head) and the best guess. Returns `d_loss`
-    (eq. (4), D's binary cross-entropy), `g_adv` (the generator's non-saturating L_G of eq. (5):
-    the fakes labelled real) and D's accuracies `d_acc_real`, `d_acc_fake`, each [B].
+    z ~ q(z|x) (one random head per image, or every head) and the best guess, from a third of the
+    rows each or from every row (`source_rows`). Returns `d_loss` (eq. (4), D's binary
+    cross-entropy), `g_adv` (the generator's non-saturating L_G of eq. (5): the fakes labelled
+    real) and D's accuracies `d_acc_real`, `d_acc_fake`, each [B].
     """
     batch = tf.shape(images)[0]
+    bounds = source_rows(model, batch)
+
+    def rows(x, source):
+        return x if bounds is None or x is None else x[bounds[source][0] : bounds[source][1]]
+
     prior_z = replica_random(model, "prior", tf.stack([batch, model.latent_dim]), _normal)
     # Only drawn when D sees one head per image; otherwise every head is a fake.
     heads = fake_heads(model, batch) if samples_one_head(model) else None
-    means = vae["means"]
+    prior_z = tf.cast(rows(prior_z, 0), vae["mu"].dtype)
     fakes = [
-        prior_fakes(model, tf.cast(prior_z, vae["mu"].dtype), heads, training),
-        pick_fakes(model, means, heads),
-        best_guess(model, vae),
+        prior_fakes(model, prior_z, rows(heads, 0), training),
+        pick_fakes(model, rows(vae["means"], 1), rows(heads, 1)),
+        rows(best_guess(model, vae), 2),
     ]
     real_logits, fake_logits = _discriminate(model, images, fakes, training)
-    # Per-sample averages over each source's fakes (and groups), so the "all" and "group" modes
-    # (K fakes an image) weigh the same as "sample".
-    fake_d = [tf.reduce_mean(tf.reshape(bce(f, 0.0), [batch, -1]), 1) for f in fake_logits]
-    fake_g = [tf.reduce_mean(tf.reshape(bce(f, 1.0), [batch, -1]), 1) for f in fake_logits]
-    fake_right = [tf.cast(tf.reshape(f, [batch, -1]) < 0, tf.float32) for f in fake_logits]
+    *per_fake, per_real = fakes_per_image(model)
+
+    # Per-image means over each image's D inputs (its K heads, or its group), so the "all" and
+    # "group" modes weigh the same as "sample"; the widths are static, so an empty third of a
+    # tiny batch reshapes to [0, m].
+    def per_image(values, width):
+        return tf.reduce_mean(tf.reshape(values, [-1, width]), 1)
+
+    def over_sources(values):
+        """Per row [B]: the mean over the sources it gave (its own one under split, unless the
+        batch is tiny; all three under every)."""
+        if bounds is None:
+            return tf.add_n(values) / len(values)
+        placed = [((start, batch - stop),) for start, stop in bounds]
+        total = tf.add_n([tf.pad(v, p) for v, p in zip(values, placed)])
+        count = tf.add_n([tf.pad(tf.ones_like(v), p) for v, p in zip(values, placed)])
+        return total / count
+
+    right = [tf.cast(f < 0, tf.float32) for f in fake_logits]
     return {
-        "d_loss": tf.reduce_mean(tf.reshape(bce(real_logits, 1.0), [batch, -1]), 1)
-        + tf.add_n(fake_d) / len(fakes),
-        "g_adv": tf.add_n(fake_g) / len(fakes),
-        "d_acc_real": tf.reduce_mean(
-            tf.cast(tf.reshape(real_logits, [batch, -1]) > 0, tf.float32), 1
+        "d_loss": per_image(bce(real_logits, 1.0), per_real)
+        + over_sources([per_image(bce(f, 0.0), m) for f, m in zip(fake_logits, per_fake)]),
+        "g_adv": over_sources([per_image(bce(f, 1.0), m) for f, m in zip(fake_logits, per_fake)]),
+        "d_acc_real": per_image(tf.cast(tf.reshape(real_logits, [-1]) > 0, tf.float32), per_real),
+        "d_acc_fake": over_sources(
+            [per_image(tf.reshape(r, [-1]), m) for r, m in zip(right, per_fake)]
         ),
-        "d_acc_fake": tf.reduce_mean(tf.concat(fake_right, 1), 1),
     }
 
 
