@@ -23,7 +23,7 @@ def softplus(x):
     ],
 )
 def test_split_gives_each_source_a_third_of_the_rows(batch, expected):
-    model = tiny_conad(seed=0, compile=False)
+    model = tiny_conad(seed=0, compile=False, adv_sources="split")
     bounds = objective.source_rows(model, tf.constant(batch))
     assert [(int(a), int(b)) for a, b in bounds] == expected
 
@@ -49,7 +49,7 @@ def recorded_losses(model, images):
 
 @pytest.mark.parametrize("batch", [6, 2, 1])
 def test_split_losses_are_each_rows_own_source(batch):
-    model = tiny_conad(seed=0, hypotheses=3)
+    model = tiny_conad(seed=0, hypotheses=3, adv_sources="split")
     images = np.random.default_rng(1).random((batch, 16, 16, 1)).astype(np.float32)
     out, calls = recorded_losses(model, images)
     (real_in, real), *fakes = calls
@@ -71,7 +71,7 @@ def test_split_losses_are_each_rows_own_source(batch):
 
 
 def test_split_with_every_head_gives_d_k_fakes_per_posterior_and_prior_row():
-    model = tiny_conad(seed=0, hypotheses=2, adv_hypotheses="all")
+    model = tiny_conad(seed=0, hypotheses=2, adv_hypotheses="all", adv_sources="split")
     images = np.random.default_rng(2).random((6, 16, 16, 1)).astype(np.float32)
     out, calls = recorded_losses(model, images)
     # real 6; prior and posterior thirds: 2 rows x 2 heads; best guesses: 2 rows x 1.
@@ -99,5 +99,5 @@ def test_every_averages_the_three_sources_per_row():
 
 def test_a_model_trains_on_batches_with_a_remainder_of_one():
     images = np.random.default_rng(4).random((9, 16, 16, 1)).astype(np.float32)
-    history = tiny_conad(seed=0).fit(images, epochs=1, batch_size=4, verbose=0)
+    history = tiny_conad(seed=0, adv_sources="split").fit(images, epochs=1, batch_size=4, verbose=0)
     assert np.isfinite(history.history["d_loss"]).all()

@@ -98,10 +98,11 @@ def _loss_section() -> ml_collections.ConfigDict:
     # Fakes for D: sample = one random head per image; all = every head; group = every head, D
     # seeing each input's K hypotheses as one group (hypotheses discrimination, paper 4.2).
     s.adv_hypotheses = "sample"
-    # Which fake sources each image gives D: split = one of the three (a third of the batch
-    # each, so D sees as many fakes as reals); every = all three (3 fakes per real image, about
-    # twice D's cost; the three terms of eq. (4) exactly rather than their unbiased estimate).
-    s.adv_sources = "split"
+    # Which fake sources each image gives D: every = all three of eq. (4) (3 fakes per real
+    # image); split = one of the three, a third of the batch each (as many fakes as reals, about
+    # half D's work per step; an unbiased estimate of eq. (4), but a pilot had one seed collapse:
+    # docs/results.md#fake-sources-split-against-every).
+    s.adv_sources = "every"
     return s
 
 

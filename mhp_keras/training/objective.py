@@ -7,9 +7,9 @@ The terms, as in Nguyen et al. (ICML 2019), Section 3:
 * eq. (3), the VAE's KL(q(z|x) || N(0, I)), weighted by `kl_weight` (`vae_losses`);
 * eq. (4), the discriminator's loss L_D: binary cross-entropy with real = x against three fake
   sources, decodings of z ~ N(0, I), decodings of z ~ q(z|x) and the best guess
-  (`adversarial_losses`); by default (`adv_sources="split"`) each image of the batch gives one of
-  the three, a third of the batch each, which halves D's work per step and keeps as many fakes
-  as reals (`source_rows`);
+  (`adversarial_losses`); with `adv_sources="split"` each image of the batch gives one of the
+  three instead, a third of the batch each, which halves D's work per step and keeps as many
+  fakes as reals (`source_rows`);
 * eq. (5), the generator's objective WTA + KL + lambda * L_G, where L_G is the
   *non-saturating* form of -L_D (the fakes labelled real), which has the same fixed point but does
   not vanish when D wins early (`per_sample_losses`).
