@@ -207,6 +207,10 @@ def test_markdown_csv_json_and_png(tmp_path):
     assert "| b | 0.950 ± 0.050 | 0.600 ± 0.000 |" in markdown
     assert "| **mean** | 0.825 ± 0.125 | 0.700 ± 0.100 |" in markdown
     assert "| train time / run | 15 s | 15 s |" in markdown and "8 of 8 runs" in markdown
+    # Per variant: every metric some run has, the mean over classes of the class means.
+    assert "| variant | image_auroc | pixel_auroc |" in markdown
+    assert "| vae | 0.825 ± 0.125 | – |" in markdown
+    assert "| conad-2 | 0.700 ± 0.100 | 0.750 ± 0.000 |" in markdown
 
     lines = list(csv.DictReader(io.StringIO((tmp_path / "ablation.csv").read_text())))
     assert [(r["variant"], r["class"]) for r in lines] == [
@@ -265,6 +269,15 @@ def test_stored_metrics_are_reused_only_for_the_same_config(tmp_path):
     assert ablation.stored_metrics(str(tmp_path), {"seed": 1}) is None
     (tmp_path / "metrics.json").write_text('{"image_auroc": 0.7, "con')
     assert ablation.stored_metrics(str(tmp_path), {"seed": 0}) is None
+
+
+def test_a_run_is_reused_after_its_data_moved_but_not_after_its_data_changed(tmp_path):
+    stored = {"seed": 0, "data": {"root": "/old/cifar", "image_size": 32}}
+    (tmp_path / "metrics.json").write_text(json.dumps({"image_auroc": 0.7, "config": stored}))
+    moved = {"seed": 0, "data": {"root": "../data/cifar", "image_size": 32}}
+    assert ablation.stored_metrics(str(tmp_path), moved)["image_auroc"] == 0.7
+    resized = {"seed": 0, "data": {"root": "/old/cifar", "image_size": 64}}
+    assert ablation.stored_metrics(str(tmp_path), resized) is None
 
 
 def test_a_run_saved_under_the_old_mhp_wta_meaning_is_not_reused(tmp_path):

@@ -58,3 +58,27 @@ def changed_keys(stored: dict, expected: dict) -> list[str]:
     `with_values_before`) and the expected one, both nested dicts; sorted."""
     old, new = with_values_before(stored, expected), flatten(expected)
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+# Where the data and the logs are, and how steps are compiled: keys that name the same run
+# wherever the data set was moved, so a study reuses its finished runs after a move.
+LOCATION_KEYS = (
+    "train.jit_compile",  # how steps are compiled, not what they compute
+    "train.verbose",
+    "data.data_dir",
+    "data.root",
+    "data.normal_dir",
+    "data.abnormal_dir",
+    "data.mask_dir",
+)
+
+
+def is_under(key: str, prefixes) -> bool:
+    """Whether dotted `key` is one of `prefixes` or below one of them."""
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def result_changes(stored: dict, expected: dict) -> list[str]:
+    """`changed_keys` without LOCATION_KEYS: the differences that make a stored run's results
+    another run's."""
+    return [k for k in changed_keys(stored, expected) if not is_under(k, LOCATION_KEYS)]

@@ -35,9 +35,14 @@ NORMAL = "good"
 MASK_SUFFIX = "_mask"
 
 
-def _category_dir(root: str, category: str) -> str:
+def categories(root: str) -> list[str]:
+    """The categories under an MVTec AD root: its subfolders that hold a train/ folder."""
     check_data_root(root, "mvtec", "the MVTec AD folder (the one holding bottle/, cable/, ...)")
-    found = [c for c in list_subfolders(root) if os.path.isdir(os.path.join(root, c, "train"))]
+    return [c for c in list_subfolders(root) if os.path.isdir(os.path.join(root, c, "train"))]
+
+
+def _category_dir(root: str, category: str) -> str:
+    found = categories(root)
     if not category or not os.path.isdir(os.path.join(root, category)):
         what = "is not set" if not category else f"={category!r} is not a folder in {root}"
         raise DataError(

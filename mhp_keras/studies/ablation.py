@@ -18,6 +18,10 @@ keeps a kill cheap:
 `--mode=benchmark_classes` is the same loop with one variant, the config as given, in
 `<workdir>/class_<name>/seed_<s>/`, writing the per-class tables.
 
+On MVTec AD (`data.name=mvtec`), whose normal class is always "good", the categories take the
+classes' place (`eval.classes`, default `data.category`): one command gives the variants' image
+and pixel metrics per category, the per-variant table carrying pixel AUROC and AUPRO.
+
 Runs go seed by seed, class by class, variants innermost: after the first seed every class has
 every variant, a paired comparison, long before the last seed finishes. Every variant of a class
 and seed gets the same `seed`, so the variants differ only in their settings.
@@ -36,7 +40,7 @@ import os
 import time
 
 from mhp_keras.config import legacy
-from mhp_keras.data import load_data
+from mhp_keras.data import load_data, mvtec
 from mhp_keras.errors import ConfigError, UserError
 from mhp_keras.studies import class_table
 from mhp_keras.studies.variants import (  # noqa: F401 (the study's public names)
@@ -60,16 +64,27 @@ def check_source(config, mode: str) -> None:
             "classes to take turns: use --mode=train_and_evaluate, or class folders (data.root) "
             f"for --mode={mode}."
         )
-    if config.data.name == "mvtec":
-        raise ConfigError(
-            f"--mode={mode} makes each class normal in turn, but MVTec AD's classes are defect "
-            "types of one category whose normal class is always 'good': run one "
-            "--config.data.category per run with --mode=train_and_evaluate instead."
-        )
 
 
 def class_names(config) -> list[str]:
-    """Every class that can be the normal one, or the subset named in eval.classes (checked)."""
+    """Every class that can be the normal one, or the subset named in eval.classes (checked).
+
+    MVTec AD's normal class is always "good", so there its categories take turns instead: the
+    ones in eval.classes, or data.category alone (the paper's per-category table is
+    `--config.eval.classes=bottle,cable,...`).
+    """
+    wanted = [c.strip() for c in str(config.eval.classes).split(",") if c.strip()]
+    if config.data.name == "mvtec":
+        names = mvtec.categories(config.data.root)
+        wanted = wanted or [str(config.data.category)]
+        unknown = [c for c in wanted if c not in names]
+        if unknown:
+            what = "eval.classes" if config.eval.classes else "data.category"
+            raise ConfigError(
+                f"{what} names categories {unknown} that are not under data.root="
+                f"{config.data.root!r}: expected some of {names}."
+            )
+        return wanted
     try:
         names = load_data(config).class_names
     except ConfigError as error:
@@ -85,7 +100,6 @@ def class_names(config) -> list[str]:
         # A class with test images only (a defect type) has nothing to train on.
         train = os.path.join(config.data.root, "train")
         names = [n for n in names if os.path.isdir(os.path.join(train, n))]
-    wanted = [c.strip() for c in str(config.eval.classes).split(",") if c.strip()]
     unknown = [c for c in wanted if c not in names]
     if unknown:
         raise ConfigError(
@@ -116,7 +130,10 @@ class Run:
         reuses every finished run.
         """
         config = self.variant.apply(config)
-        config.data.normal_class = self.class_name
+        if config.data.name == "mvtec":  # normal is always "good": the categories take turns
+            config.data.category = self.class_name
+        else:
+            config.data.normal_class = self.class_name
         config.seed = int(config.seed) + self.seed
         config.eval.variants = self.variant.name
         config.eval.classes = self.class_name
@@ -134,7 +151,8 @@ def grid(variants: list[Variant], classes: list[str], seeds: int, workdir: str) 
 
 def stored_metrics(run_dir: str, expected_config: dict) -> dict | None:
     """The metrics of a finished run in `run_dir` made with exactly `expected_config` (a key added
-    since reads as its value before: `mhp_keras.config.legacy`), else None.
+    since reads as its value before, and the data's location may differ:
+    `mhp_keras.config.legacy`), else None.
 
     metrics.json is written atomically as a run's last step, so it exists only for finished runs.
     """
@@ -147,7 +165,8 @@ def stored_metrics(run_dir: str, expected_config: dict) -> dict | None:
     if not isinstance(stored, dict):
         return None
     # Keys added since the run are read with their earlier behaviour (mhp_keras.config.legacy).
-    return metrics if not legacy.changed_keys(stored, expected_config) else None
+    # A moved data set (data.root) is still the same run: legacy.LOCATION_KEYS.
+    return metrics if not legacy.result_changes(stored, expected_config) else None
 
 
 def run_record(metrics: dict, seed: int) -> dict:
@@ -158,7 +177,16 @@ def run_record(metrics: dict, seed: int) -> dict:
         if key in metrics:
             value = metrics[key]
             record[key] = value if value is not None and math.isfinite(value) else None
-    record["train_seconds"] = metrics.get("timings", {}).get("train_seconds")
+    timings = metrics.get("timings", {})
+    # Every epoch's time where history.csv has it (a run resumed after its last epoch trained
+    # nothing in its last process), else the last process's.
+    record["train_seconds"] = timings.get("train_seconds_all_epochs") or timings.get(
+        "train_seconds"
+    )
+    # The last epoch's mechanism diagnostics, per variant in the tables.
+    for key, value in (metrics.get("mechanism") or {}).items():
+        if key in class_table.MECHANISM_METRICS:
+            record[key] = value if value is not None and math.isfinite(value) else None
     return record
 
 

@@ -26,6 +26,10 @@ import numpy as np
 from mhp_keras.io_utils import atomic_path, write_json_atomic, write_text_atomic
 
 TABLE_METRICS = ("image_auroc", "image_ap", "pixel_auroc", "aupro")
+# The last epoch's mechanism diagnostics (training/diagnostics.py), summarised per variant: whether
+# the discriminator reaches the generator, how far the heads differ, how sharp the best guess is.
+MECHANISM_METRICS = ("adv_grad_share", "head_diversity", "sharpness")
+SUMMARY_METRICS = TABLE_METRICS + MECHANISM_METRICS
 # The ablation compares variants on the paper's one metric; the others stay in its JSON.
 ABLATION_METRIC = "image_auroc"
 MEAN_ROW = "mean"
@@ -43,14 +47,14 @@ def summarise(per_run: dict[str, list[dict]]) -> list[dict]:
     rows = []
     for name, runs in per_run.items():
         row = {"class": name, "seeds": len(runs)}
-        for key in TABLE_METRICS:
+        for key in SUMMARY_METRICS:
             values = [r[key] for r in runs if _defined(r.get(key))]
             if values:
                 row[f"{key}_mean"] = float(np.mean(values))
                 row[f"{key}_std"] = float(np.std(values))
         rows.append(row)
     mean_row = {"class": MEAN_ROW, "seeds": min((r["seeds"] for r in rows), default=0)}
-    for key in TABLE_METRICS:
+    for key in SUMMARY_METRICS:
         means = [r[f"{key}_mean"] for r in rows if f"{key}_mean" in r]
         if means:
             mean_row[f"{key}_mean"] = float(np.mean(means))
@@ -170,7 +174,26 @@ def ablation_markdown(results: dict[str, dict[str, list[dict]]], seeds: int) -> 
         + " | ".join("–" if s is None else f"{s:.0f} s" for s in seconds)
         + " |"
     )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["", *variant_summary(table)]) + "\n"
+
+
+def variant_summary(table: dict[str, list[dict]]) -> list[str]:
+    """Lines of the per-variant table: every metric any run has (the pixel metrics with masks,
+    the mechanism diagnostics once logged), as the mean over classes of the class means."""
+    means = {variant: rows[-1] for variant, rows in table.items()}
+    metrics = [k for k in SUMMARY_METRICS if any(f"{k}_mean" in r for r in means.values())]
+    if not metrics:
+        return []
+    lines = [
+        "Per variant, mean over classes ± std over classes (the mechanism diagnostics are the "
+        "last epoch's; head_diversity is 0 for one head):",
+        "",
+        "| variant | " + " | ".join(metrics) + " |",
+        "|---" * (len(metrics) + 1) + "|",
+    ]
+    for variant, row in means.items():
+        lines.append(f"| {variant} | " + " | ".join(mean_std_cell(row, k) for k in metrics) + " |")
+    return lines
 
 
 def plot_ablation(path: str, results: dict[str, dict[str, list[dict]]], seeds: int) -> str:

@@ -227,7 +227,9 @@ class GuardedTensorBoard(keras.callbacks.TensorBoard):
 class Throughput(keras.callbacks.Callback):
     """Adds `examples_per_sec` to each epoch's logs (so to history.csv and TensorBoard): training
     examples (images, or tiles with data.crop=tile) per second of the epoch's training steps,
-    from the epoch's start to its last step (validation left out).
+    from the epoch's start to its last step (validation left out); and `epoch_seconds`, the
+    epoch's whole wall time with its validation, whose sum over history.csv is a resumed run's
+    training time.
 
     The examples are `examples_per_epoch` when the pipeline knows them, else the steps times the
     global `batch_size` (then an epoch's last, partial batch counts as a full one).
@@ -249,6 +251,7 @@ class Throughput(keras.callbacks.Callback):
             return
         examples = self.examples_per_epoch or self._steps * self.batch_size
         logs["examples_per_sec"] = examples / max(self._end - self._start, 1e-9)
+        logs["epoch_seconds"] = time.perf_counter() - self._start
 
 
 def write_backup(model, path: str, completed_epochs: int) -> None:

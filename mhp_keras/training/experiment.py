@@ -34,6 +34,7 @@ from mhp_keras.training import jit as jit_calibration
 from mhp_keras.training import modes as mode_registry
 from mhp_keras.training.diagnostics import MechanismDiagnostics
 from mhp_keras.training.health import TrainingHealth
+from mhp_keras.training.history import all_epochs_seconds, history_rows, mechanism
 from mhp_keras.training.modes import DEFAULT as DEFAULT_MODE
 from mhp_keras.training.modes import EXPERIMENT_MODES as MODES
 from mhp_keras.training.recovery import Recovery
@@ -46,17 +47,7 @@ from mhp_keras.training.runtime import (  # noqa: F401  (the names callers impor
 from mhp_keras.training.workdir_lock import workdir_lock
 
 # Keys that may change between runs in one workdir without making it a different model.
-RESUMABLE_KEYS = (
-    "train.epochs",
-    "train.jit_compile",  # how steps are compiled, not what they compute
-    "train.verbose",
-    "eval",
-    "data.data_dir",
-    "data.root",
-    "data.normal_dir",
-    "data.abnormal_dir",
-    "data.mask_dir",
-)
+RESUMABLE_KEYS = ("train.epochs", "eval", *legacy.LOCATION_KEYS)
 
 
 # Training images in the fixed batch the mechanism diagnostics are measured on every epoch.
@@ -72,7 +63,7 @@ def config_dict(config) -> dict:
 
 
 def _resumable(key: str) -> bool:
-    return any(key == r or key.startswith(r + ".") for r in RESUMABLE_KEYS)
+    return legacy.is_under(key, RESUMABLE_KEYS)
 
 
 def prepare_workdir(config, workdir: str, overwrite: bool) -> None:
@@ -261,20 +252,17 @@ def train(config, data, workdir: str, strategy_name: str = "default", extra_call
         save_model(model, os.path.join(workdir, "model.keras"))
     logging.info("Threshold %.6g from %s.", threshold, source)
     run_epochs = config.train.epochs - first_epoch
+    rows = history_rows(workdir)
     return model, {
         "train_seconds": seconds,
+        # Every epoch's, this process's and earlier ones' (a resumed run's whole training).
+        "train_seconds_all_epochs": all_epochs_seconds(rows),
         "epochs": {"first": first_epoch if run_epochs else None, "run": run_epochs},
         "jit_compile": jit,
         "recoveries": recovery.records,
         "health_warnings": health.warnings,
-        "mechanism": _mechanism(callbacks),
+        "mechanism": mechanism(callbacks, rows),
     }
-
-
-def _mechanism(callbacks) -> dict | None:
-    """The last epoch's mechanism diagnostics (adv_grad_share, head_diversity, sharpness)."""
-    found = [c for c in callbacks if isinstance(c, MechanismDiagnostics) and c.history]
-    return dict(found[0].history[-1], epochs_measured=len(found[0].history)) if found else None
 
 
 def save_model(model, path: str) -> None:
@@ -342,6 +330,7 @@ def _run(config, workdir: str, mode: str, strategy: str, overwrite: bool) -> dic
             prepare_workdir(config, workdir, overwrite)
         model, train_info = train(config, data, workdir, strategy)
         timings["train_seconds"] = train_info["train_seconds"]
+        timings["train_seconds_all_epochs"] = train_info["train_seconds_all_epochs"]
         summary["epochs"] = train_info["epochs"]
         summary["jit_compile"] = train_info["jit_compile"]
         summary["recoveries"] = train_info["recoveries"]

@@ -56,14 +56,15 @@ MODES: dict[str, Mode] = {
         creates_workdir=False,
     ),
     "benchmark_classes": Mode(
-        "every class normal in turn (`eval.classes`), `--seeds` runs each; writes "
-        "`classes.{csv,md,json}` (mean ± std per class)",
+        "every class normal in turn (`eval.classes`; on MVTec AD every category), `--seeds` runs "
+        "each; writes `classes.{csv,md,json}` (mean ± std per class)",
         creates_workdir=True,
         runner="mhp_keras.studies.ablation:run_benchmark_classes",
     ),
     "ablation": Mode(
-        "`benchmark_classes` for every model variant of `eval.variants` (vae, vae-gan, mhp-H, "
-        "mhp-wta-H, conad-H); writes `ablation.{csv,md,json,png}`, resumable",
+        "`benchmark_classes` for every model variant of `eval.variants` (vae, vae-gan, mdn-H, "
+        "mhp-H, mhp-wta-H, conad-H, mdn+conad-H); writes `ablation.{csv,md,json,png}` (a "
+        "per-variant table with pixel metrics and the mechanism diagnostics), resumable",
         creates_workdir=True,
         runner="mhp_keras.studies.ablation:run_ablation",
     ),

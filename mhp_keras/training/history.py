@@ -1,0 +1,53 @@
+"""What a run's history.csv says about the whole run, whichever processes trained it.
+
+A resumed run trains its remaining epochs in a new process, and a finished run that is resumed
+(a study reusing its workdir) trains none: the callbacks of the last process then know nothing of
+the earlier epochs. history.csv is appended by every process and skips rolled-back epochs, so the
+run's last mechanism diagnostics and its whole training time are read from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+
+from mhp_keras.training.diagnostics import MechanismDiagnostics
+
+
+def history_rows(workdir: str) -> list[dict]:
+    """history.csv's epochs (every process's, as the resumed logger appends), values as floats
+    (None where a column is empty or not a number); [] without the file."""
+    try:
+        with open(os.path.join(workdir, "history.csv"), newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
+
+    def number(text):
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            return None
+        return value if math.isfinite(value) else None
+
+    return [{k: number(v) for k, v in row.items() if k is not None} for row in rows]
+
+
+def mechanism(callbacks, rows: list[dict]) -> dict | None:
+    """The last epoch's mechanism diagnostics (adv_grad_share, head_diversity, sharpness): from
+    history.csv, which has every epoch even when this process resumed a finished run, else from
+    this process's callback."""
+    names = ("adv_grad_share", "head_diversity", "sharpness")
+    measured = [r for r in rows if all(r.get(n) is not None for n in names)]
+    if measured:
+        return {n: measured[-1][n] for n in names} | {"epochs_measured": len(measured)}
+    found = [c for c in callbacks if isinstance(c, MechanismDiagnostics) and c.history]
+    return dict(found[0].history[-1], epochs_measured=len(found[0].history)) if found else None
+
+
+def all_epochs_seconds(rows: list[dict]) -> float | None:
+    """The training time of every epoch in history.csv, resumed processes included, or None
+    when an epoch lacks `epoch_seconds` (logged before it existed)."""
+    seconds = [r.get("epoch_seconds") for r in rows]
+    return float(sum(seconds)) if seconds and None not in seconds else None
