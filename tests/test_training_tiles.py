@@ -109,6 +109,32 @@ def test_validation_data_ignores_the_training_tiles():
         np.testing.assert_array_equal(np.concatenate(rows), np.concatenate(plain))
 
 
+def validation_passes(images, passes=2, **data):
+    config = base_config()
+    config.data.image_size, config.data.channels, config.data.batch_size = 8, 1, 5
+    for key, value in data.items():
+        setattr(config.data, key, value)
+    ds = dataset_for_split(image_set(images), config, training=True, validation=True)
+    return [np.concatenate([b.numpy() for b in ds]) for _ in range(passes)]
+
+
+def test_the_validation_loss_sees_native_tiles_the_same_every_epoch_in_file_order():
+    images = numbered(3, 20, 27)
+    first, second = validation_passes(images, crop="tile", tiles_per_image=4)
+    assert first.shape == (12, 8, 8, 1)  # cut as training cuts: 4 native tiles per image
+    np.testing.assert_array_equal(first, second)  # drawn once
+    found = [origin_of(tile, images) for tile in first]
+    assert None not in found  # native pixels: the scale the model trains at
+    assert [i for i, _, _ in found] == [0] * 4 + [1] * 4 + [2] * 4  # unshuffled
+
+
+def test_the_validation_loss_sees_whole_images_when_training_does():
+    images = numbered(2, 8, 8)
+    first, second = validation_passes(images, crop="none")
+    np.testing.assert_array_equal(first, images)
+    np.testing.assert_array_equal(second, images)
+
+
 @pytest.mark.parametrize("value", [-1, 1.5, True, "4"])
 def test_bad_tiles_per_image_names_the_key(value):
     with pytest.raises(ConfigError, match=r"config\.data\.tiles_per_image=.*integer >= 0"):
@@ -161,7 +187,7 @@ def test_crop_auto_reads_the_median_from_file_headers(tmp_path, caplog):
 
 
 def test_throughput_logs_examples_per_second(monkeypatch):
-    clock = iter([10.0, 10.5, 11.0, 12.0, 20.0, 20.25])
+    clock = iter([10.0, 10.5, 11.0, 12.0, 13.0, 20.0, 20.25, 20.5])
     monkeypatch.setattr(cb.time, "perf_counter", lambda: next(clock))
     callback = cb.Throughput(batch_size=8)
     logs = {}
@@ -170,11 +196,13 @@ def test_throughput_logs_examples_per_second(monkeypatch):
         callback.on_train_batch_end(step)
     callback.on_epoch_end(0, logs)
     assert logs["examples_per_sec"] == pytest.approx(3 * 8 / 2.0)
+    assert logs["epoch_seconds"] == pytest.approx(3.0)  # with validation, after the last step
     known = cb.Throughput(batch_size=8, examples_per_epoch=5)
     known.on_epoch_begin(0)
     known.on_train_batch_end(0)
     known.on_epoch_end(0, logs)
     assert logs["examples_per_sec"] == pytest.approx(5 / 0.25)
+    assert logs["epoch_seconds"] == pytest.approx(0.5)
 
 
 def test_examples_per_epoch_of_each_crop():

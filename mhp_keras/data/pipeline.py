@@ -168,8 +168,9 @@ def _source(
 
 
 # --- Training crops and tiles (data.crop) -------------------------------------------------------
-# For images larger than image_size. They apply to training batches only: evaluation (val, test,
-# prediction) always scores the whole image resized to image_size, as with data.crop="none".
+# For images larger than image_size. They apply to training batches (and to the validation loss's,
+# `validation=True`) only: scoring takes whole images, resized to image_size or tiled by the
+# scorer (score.tiling), as with data.crop="none".
 #
 # "random": every epoch, each training image contributes one random square crop whose side is
 #   `crop_fraction` (data.crop_fraction) of the image's short side, resized to image_size.
@@ -283,6 +284,7 @@ def make_dataset(
     tile_scale: float = _DEFAULTS.score.tile_scale,
     resize: str = _DEFAULTS.data.resize,
     native: bool = False,
+    validation: bool = False,
 ) -> tf.data.Dataset:
     """The batched pipeline for one split.
 
@@ -294,6 +296,11 @@ def make_dataset(
     resolved here from the images' sizes (`training_tiles.choose_crop`, logged); `tiles_per_image`
     and `tile_scale` apply to `crop="tile"`; `resize` (letterbox or squash) places whole images
     (and their masks) in the model's square, in training as in scoring.
+
+    `validation=True` (with `training=True`) gives the validation loss its examples: cut as the
+    training images are, so that `val_loss` is measured at the scale the model learns (whole
+    images resized to image_size would be another scale under tiles), but drawn once, the same
+    every epoch, and unshuffled.
     """
     if native and training:
         raise ValueError("native=True is for scoring (training=False): training needs tiles.")
@@ -312,9 +319,13 @@ def make_dataset(
     if training:
         ds = ds.map(lambda row: row["image"], num_parallel_calls=AUTOTUNE)
         ds = _training_crops(ds, crop, image_size, seed, tiles_per_image, len(images))
-        # Tiles multiply the examples, so their buffer is not capped at the number of images.
-        buffer = shuffle_buffer if crop == "tile" else min(shuffle_buffer, len(images))
-        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        if validation:
+            # Random crops and sampled tiles are drawn on the first pass and then read back.
+            ds = ds.cache() if crop == "random" or (crop == "tile" and tiles_per_image) else ds
+        else:
+            # Tiles multiply the examples, so their buffer is not capped at the number of images.
+            buffer = shuffle_buffer if crop == "tile" else min(shuffle_buffer, len(images))
+            ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     # Native images differ in size, so they go one at a time (the tiles make the batch).
     ds = ds.batch(1 if native else batch_size)
     options = tf.data.Options()
@@ -324,7 +335,7 @@ def make_dataset(
 
 
 def dataset_for_split(
-    images: ImageSet, config, *, training: bool, native: bool = False
+    images: ImageSet, config, *, training: bool, native: bool = False, validation: bool = False
 ) -> tf.data.Dataset:
     """`make_dataset` with the sizes, batch and seed taken from a full experiment config."""
     return make_dataset(
@@ -342,4 +353,5 @@ def dataset_for_split(
         tile_scale=config.score.tile_scale,
         resize=config.data.resize,
         native=native,
+        validation=validation,
     )

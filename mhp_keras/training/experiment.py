@@ -27,7 +27,7 @@ from mhp_keras.data.training_tiles import examples_per_epoch, resolve_crop
 from mhp_keras.errors import UserError
 from mhp_keras.io_utils import atomic_path, write_json_atomic
 from mhp_keras.models import build_conad
-from mhp_keras.scoring.evaluation import calibrate, evaluate, images_only
+from mhp_keras.scoring.evaluation import calibrate, evaluate
 from mhp_keras.training import callbacks as cb
 from mhp_keras.training import distribute
 from mhp_keras.training import jit as jit_calibration
@@ -196,8 +196,11 @@ def train(config, data, workdir: str, strategy_name: str = "default", extra_call
     # data.crop=auto becomes tile or none here, before the model is built (score.tiling=auto).
     config = resolve_crop(config, data.train)
     train_ds, steps_per_epoch = repeated(dataset_for_split(data.train, config, training=True))
+    # The validation loss on validation images cut as the training images are (same scale).
     val_ds = (
-        images_only(dataset_for_split(data.val, config, training=False)) if len(data.val) else None
+        dataset_for_split(data.val, config, training=True, validation=True)
+        if len(data.val)
+        else None
     )
     model = build_and_compile(config, strategy)
     callbacks, guard, health = training_callbacks(config, workdir, data, chief)
