@@ -48,15 +48,28 @@ def adversarial_scale(model, tape, nll_loss, adv_loss):
     # Under float16 both gradients are taken of the loss-scaled terms, as the update's are, so
     # that neither underflows; the common factor cancels in the ratio.
     seed = loss_scale(getattr(model, "g_optimizer", None))
-    norms = [
-        global_norm(sum_over_replicas(tape.gradient(loss, variables, output_gradients=seed)))
-        for loss in (nll_loss, adv_loss)
-    ]
+    nll, adv = (
+        tape.gradient(loss, variables, output_gradients=seed) for loss in (nll_loss, adv_loss)
+    )
+    return scale_from_gradients(model, nll, adv)
+
+
+def scale_from_gradients(model, nll_grads, adv_grads):
+    """The adaptive lambda from this replica's gradients of the NLL and of L_G on
+    `balance_variables` (in its order): summed over replicas, then adv_weight * |NLL's| /
+    |L_G's|, capped at MAX_ADV_SCALE, finite, without a gradient of its own."""
+    norms = [global_norm(sum_over_replicas(g)) for g in (nll_grads, adv_grads)]
     scale = tf.minimum(model.adv_weight * norms[0] / (norms[1] + TINY), MAX_ADV_SCALE)
     # A step whose scaled gradients overflowed is skipped by the loss-scale optimizer; its
     # lambda falls back to adv_weight rather than logging a NaN.
     scale = tf.where(tf.math.is_finite(scale), scale, model.adv_weight)
     return tf.stop_gradient(scale)
+
+
+def balance_positions(model, variables) -> list[int]:
+    """Where `balance_variables` sit in `variables` (the generator's), in their order."""
+    index = {id(getattr(v, "value", v)): i for i, v in enumerate(variables)}
+    return [index[id(v)] for v in balance_variables(model)]
 
 
 def loss_scale(optimizer):

@@ -40,7 +40,13 @@ from __future__ import annotations
 import tensorflow as tf
 
 from mhp_keras.training import distribute, losses, mixture
-from mhp_keras.training.balance import adversarial_scale, balance_variables, loss_scale
+from mhp_keras.training.balance import (
+    adversarial_scale,
+    balance_positions,
+    balance_variables,
+    loss_scale,
+    scale_from_gradients,
+)
 
 RANDOM_PURPOSES = ("posterior", "prior", "heads")
 LOSS_NAMES = ("loss", "recon", "kl", "g_adv", "d_loss", "d_acc_real", "d_acc_fake", "adv_scale")
@@ -324,9 +330,38 @@ def apply_gradients(model, optimizer, tape, targets, weights, variables):
     scale = loss_scale(optimizer)
     output_gradients = [tf.cast(w, tf.float32) * scale for w in weights]
     grads = tape.gradient(targets, variables, output_gradients=output_gradients)
+    step(model, optimizer, grads, variables)
+
+
+def step(model, optimizer, grads, variables):
+    """The optimizer's update from gradients of the loss-scaled objective, clipped by their
+    unscaled global norm."""
     if model.clip_norm > 0:
-        grads = clip_global(grads, model.clip_norm * scale)
+        grads = clip_global(grads, model.clip_norm * loss_scale(optimizer))
     optimizer.apply_gradients(zip(grads, variables))
+
+
+def adaptive_generator_step(model, tape, vae, g_adv, variables):
+    """G's update under the adaptive balance, from two backward passes over the generator: the
+    gradients of the VAE terms and of L_G (of the loss-scaled terms), whose slices on the balance
+    layer give lambda (the KL does not reach the decoder, so the VAE slice is the NLL's), then
+    grad VAE + lambda * grad L_G. Equal to one backward pass on VAE + lambda * L_G with lambda
+    from separate partial passes, but D's input gradient is taken once instead of twice."""
+    seed = loss_scale(model.g_optimizer)
+    vae_grads = tape.gradient(vae, variables, output_gradients=seed)
+    adv_grads = tape.gradient(g_adv, variables, output_gradients=seed)
+    at = balance_positions(model, variables)
+    scale = scale_from_gradients(model, [vae_grads[i] for i in at], [adv_grads[i] for i in at])
+    grads = [
+        a
+        if b is None
+        else b * tf.cast(scale, b.dtype)
+        if a is None
+        else a + b * tf.cast(scale, b.dtype)
+        for a, b in zip(vae_grads, adv_grads, strict=True)
+    ]
+    step(model, model.g_optimizer, grads, variables)
+    return scale
 
 
 def images_of(data):
@@ -357,28 +392,29 @@ def train_step(model, data):
     is taken against the D of the same step (the simultaneous gradient form of the minimax game).
     """
     images = images_of(data)
-    # w_tape watches only the balance variables, so it records just the ops between them and the
-    # losses (the heads, the NLL and D's passes on the fakes); unused, it costs nothing.
-    w_tape = tf.GradientTape(persistent=True, watch_accessed_variables=False)
-    with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape, w_tape:
-        w_tape.watch(balance_variables(model))
+    adaptive = model.adversarial and model.adv_balance == "adaptive"
+    with tf.GradientTape(persistent=adaptive) as g_tape, tf.GradientTape() as d_tape:
         out = per_sample_losses(model, images, training=True)
         # Averaged over the global batch, so N replicas make the update one device would.
         nll = tf.nn.compute_average_loss(out["recon"])
         vae = nll + model.kl_weight * tf.nn.compute_average_loss(out["kl"])
         g_adv = tf.nn.compute_average_loss(out["g_adv"])
         d_loss = tf.nn.compute_average_loss(out["d_loss"])
-    # Train G on eq. (5): WTA + KL + lambda * L_G, one backward pass for both terms.
+    # Train G on eq. (5): WTA + KL + lambda * L_G.
     generator = model.generator_variables
     if model.adversarial:
-        scale = adversarial_scale(model, w_tape, nll, g_adv)
+        if adaptive:
+            scale = adaptive_generator_step(model, g_tape, vae, g_adv, generator)
+        else:
+            scale = tf.constant(model.adv_weight, tf.float32)
+            apply_gradients(model, model.g_optimizer, g_tape, [vae, g_adv], [1.0, scale], generator)
         set_generator_loss(model, out, scale)
-        apply_gradients(model, model.g_optimizer, g_tape, [vae, g_adv], [1.0, scale], generator)
         # Train D on eq. (4): real images against the three fake sources.
         discriminator = model.discriminator.trainable_variables
         apply_gradients(model, model.d_optimizer, d_tape, [d_loss], [1.0], discriminator)
     else:
         apply_gradients(model, model.g_optimizer, g_tape, [vae], [1.0], generator)
+    del g_tape
     return update_metrics(model, out)
 
 
