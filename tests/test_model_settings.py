@@ -56,6 +56,7 @@ BAD_VALUES = {
     "kl_weight": -1.0,
     "adv_weight": -0.1,
     "adv_hypotheses": "some",
+    "adv_sources": "both",
     "adv_balance": "sometimes",
     "mixture": "mdm",
     "score_aggregate": "median",
