@@ -8,7 +8,7 @@ from model_helpers import tiny_conad
 
 from mhp_keras.errors import DataError
 from mhp_keras.models import ConAD
-from mhp_keras.training import losses, objective
+from mhp_keras.training import fakes, losses
 
 
 def tiny(**kwargs):
@@ -159,9 +159,9 @@ def test_prior_fakes_use_each_images_own_head():
     model = tiny(hypotheses=3, adv_weight=0.1)
     z = np.random.default_rng(3).normal(size=(5, 4)).astype("float32")
     heads = tf.constant([2, 0, 1, 1, 0])
-    fakes = objective.prior_fakes(model, z, heads, training=False).numpy()
+    decoded = fakes.prior_fakes(model, z, heads, training=False).numpy()
     means = model.decoder(z)[0].numpy()  # [B, K, h, w, C]
-    np.testing.assert_allclose(fakes, means[np.arange(5), heads.numpy()], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(decoded, means[np.arange(5), heads.numpy()], rtol=1e-5, atol=1e-6)
 
 
 def test_score_rejects_bad_images():

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from model_helpers import tiny_conad
 
-from mhp_keras.training import objective
+from mhp_keras.training import fakes, objective
 
 
 def softplus(x):
@@ -24,12 +24,12 @@ def softplus(x):
 )
 def test_split_gives_each_source_a_third_of_the_rows(batch, expected):
     model = tiny_conad(seed=0, compile=False, adv_sources="split")
-    bounds = objective.source_rows(model, tf.constant(batch))
+    bounds = fakes.source_rows(model, tf.constant(batch))
     assert [(int(a), int(b)) for a, b in bounds] == expected
 
 
 def test_every_gives_every_row_all_three_sources():
-    assert objective.source_rows(tiny_conad(seed=0, compile=False, adv_sources="every"), 6) is None
+    assert fakes.source_rows(tiny_conad(seed=0, compile=False, adv_sources="every"), 6) is None
 
 
 def recorded_losses(model, images):
@@ -52,14 +52,14 @@ def test_split_losses_are_each_rows_own_source(batch):
     model = tiny_conad(seed=0, hypotheses=3, adv_sources="split")
     images = np.random.default_rng(1).random((batch, 16, 16, 1)).astype(np.float32)
     out, calls = recorded_losses(model, images)
-    (real_in, real), *fakes = calls
+    (real_in, real), *fake_calls = calls
     np.testing.assert_array_equal(real_in, images)
-    bounds = [(int(a), int(b)) for a, b in objective.source_rows(model, batch)]
-    assert [len(f[1]) for f in fakes] == [b - a for a, b in bounds]
+    bounds = [(int(a), int(b)) for a, b in fakes.source_rows(model, batch)]
+    assert [len(f[1]) for f in fake_calls] == [b - a for a, b in bounds]
     # Each row's fake terms: the mean over the sources that cover it (one, unless tiny).
     total, count = np.zeros(batch), np.zeros(batch)
     g_total, right = np.zeros(batch), np.zeros(batch)
-    for (start, stop), (_, logits) in zip(bounds, fakes):
+    for (start, stop), (_, logits) in zip(bounds, fake_calls):
         total[start:stop] += softplus(logits)
         g_total[start:stop] += softplus(-logits)
         right[start:stop] += logits < 0
@@ -76,12 +76,12 @@ def test_split_with_every_head_gives_d_k_fakes_per_posterior_and_prior_row():
     out, calls = recorded_losses(model, images)
     # real 6; prior and posterior thirds: 2 rows x 2 heads; best guesses: 2 rows x 1.
     assert [len(c[1]) for c in calls] == [6, 2 * 2, 2 * 2, 2]
-    (_, real), *fakes = calls
+    (_, real), *fake_calls = calls
     per_row = np.concatenate(
         [
-            softplus(fakes[0][1]).reshape(2, 2).mean(1),
-            softplus(fakes[1][1]).reshape(2, 2).mean(1),
-            softplus(fakes[2][1]),
+            softplus(fake_calls[0][1]).reshape(2, 2).mean(1),
+            softplus(fake_calls[1][1]).reshape(2, 2).mean(1),
+            softplus(fake_calls[2][1]),
         ]
     )
     np.testing.assert_allclose(out["d_loss"], softplus(-real) + per_row, rtol=1e-5)
@@ -91,9 +91,9 @@ def test_every_averages_the_three_sources_per_row():
     model = tiny_conad(seed=0, hypotheses=2, adv_sources="every")
     images = np.random.default_rng(3).random((4, 16, 16, 1)).astype(np.float32)
     out, calls = recorded_losses(model, images)
-    (_, real), *fakes = calls
-    assert [len(f[1]) for f in fakes] == [4, 4, 4]
-    fake_d = np.mean([softplus(f[1]) for f in fakes], axis=0)
+    (_, real), *fake_calls = calls
+    assert [len(f[1]) for f in fake_calls] == [4, 4, 4]
+    fake_d = np.mean([softplus(f[1]) for f in fake_calls], axis=0)
     np.testing.assert_allclose(out["d_loss"], softplus(-real) + fake_d, rtol=1e-5)
 
 

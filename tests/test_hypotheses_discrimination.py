@@ -8,12 +8,12 @@ from model_helpers import tiny_conad
 
 from mhp_keras.config.model_settings import first_invalid
 from mhp_keras.models.layers import MinibatchStdDev
-from mhp_keras.training import objective
+from mhp_keras.training import fakes, objective
 
 
 def test_rolled_groups_give_every_image_a_group_of_k_distinct_images():
     images = np.arange(5, dtype=np.float32)[:, None, None, None] * np.ones((5, 2, 2, 1))
-    groups = objective.rolled_groups(tf.constant(images, tf.float32), 3).numpy()
+    groups = fakes.rolled_groups(tf.constant(images, tf.float32), 3).numpy()
     firsts = groups[:, 0, 0, 0].reshape(5, 3)
     np.testing.assert_array_equal(firsts, [[0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 0], [4, 0, 1]])
 
@@ -21,11 +21,11 @@ def test_rolled_groups_give_every_image_a_group_of_k_distinct_images():
 def test_the_fakes_of_one_input_are_its_k_hypotheses_side_by_side():
     model = tiny_conad(seed=0, hypotheses=3, adv_hypotheses="group")
     means = np.random.default_rng(0).random((2, 16, 16, 1, 3)).astype(np.float32)  # native
-    fakes = objective.pick_fakes(model, tf.constant(means), None).numpy()
-    assert fakes.shape == (6, 16, 16, 1)
+    picked = fakes.pick_fakes(model, tf.constant(means), None).numpy()
+    assert picked.shape == (6, 16, 16, 1)
     for image in range(2):
         for head in range(3):
-            np.testing.assert_array_equal(fakes[image * 3 + head], means[image, ..., head])
+            np.testing.assert_array_equal(picked[image * 3 + head], means[image, ..., head])
 
 
 def test_the_discriminator_computes_its_feature_within_each_group():

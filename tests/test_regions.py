@@ -104,7 +104,12 @@ def test_topk_compares_images_of_different_sizes_on_tiles_and_topk_sum_does_not(
 
 def test_models_saved_before_the_mean_topk_keep_the_sum_and_squash():
     old = {"score_aggregate": "topk", "topk_fraction": 0.1}
-    upgraded = {"score_aggregate": "topk_sum", "resize": "squash", "adv_balance": "fixed"}
+    upgraded = {
+        "score_aggregate": "topk_sum",
+        "resize": "squash",
+        "adv_balance": "fixed",
+        "adv_sources": "every",
+    }
     assert upgrade_saved_config(old) == old | upgraded
     assert upgrade_saved_config({"score_aggregate": "sum"})["resize"] == "squash"
     new = tiny_conad(score_aggregate="topk").get_config()
