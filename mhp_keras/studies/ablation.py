@@ -35,7 +35,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import os
 import time
 
@@ -75,16 +74,27 @@ def class_names(config) -> list[str]:
     """
     wanted = [c.strip() for c in str(config.eval.classes).split(",") if c.strip()]
     if config.data.name == "mvtec":
-        names = mvtec.categories(config.data.root)
+        flag = "eval.classes" if wanted else "data.category"
         wanted = wanted or [str(config.data.category)]
-        unknown = [c for c in wanted if c not in names]
-        if unknown:
-            what = "eval.classes" if config.eval.classes else "data.category"
-            raise ConfigError(
-                f"{what} names categories {unknown} that are not under data.root="
-                f"{config.data.root!r}: expected some of {names}."
-            )
+        _check_known(wanted, mvtec.categories(config.data.root), flag, config.data.root)
         return wanted
+    names = _trainable_classes(config)
+    _check_known(wanted, names, "eval.classes", config.data.root)
+    return wanted or names
+
+
+def _check_known(wanted: list[str], names: list[str], flag: str, root) -> None:
+    """A ConfigError naming `flag` unless every one of `wanted` is one of `names`."""
+    unknown = [c for c in wanted if c not in names]
+    if unknown:
+        raise ConfigError(
+            f"{flag} names classes {unknown} that are not in data.root={root!r}: "
+            f"expected some of {names}."
+        )
+
+
+def _trainable_classes(config) -> list[str]:
+    """The data set's classes that have training images."""
     try:
         names = load_data(config).class_names
     except ConfigError as error:
@@ -100,12 +110,7 @@ def class_names(config) -> list[str]:
         # A class with test images only (a defect type) has nothing to train on.
         train = os.path.join(config.data.root, "train")
         names = [n for n in names if os.path.isdir(os.path.join(train, n))]
-    unknown = [c for c in wanted if c not in names]
-    if unknown:
-        raise ConfigError(
-            f"eval.classes names unknown classes {unknown}: expected some of {names}."
-        )
-    return wanted or names
+    return names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,8 +180,7 @@ def run_record(metrics: dict, seed: int) -> dict:
     record = {"seed": seed}
     for key in class_table.TABLE_METRICS:
         if key in metrics:
-            value = metrics[key]
-            record[key] = value if value is not None and math.isfinite(value) else None
+            record[key] = _finite_or_none(metrics[key])
     timings = metrics.get("timings", {})
     # Every epoch's time where history.csv has it (a run resumed after its last epoch trained
     # nothing in its last process), else the last process's.
@@ -186,8 +190,13 @@ def run_record(metrics: dict, seed: int) -> dict:
     # The last epoch's mechanism diagnostics, per variant in the tables.
     for key, value in (metrics.get("mechanism") or {}).items():
         if key in class_table.MECHANISM_METRICS:
-            record[key] = value if value is not None and math.isfinite(value) else None
+            record[key] = _finite_or_none(value)
     return record
+
+
+def _finite_or_none(value):
+    """None for an undefined metric (null in a reused metrics.json, NaN in a fresh one)."""
+    return value if class_table.defined(value) else None
 
 
 def format_duration(seconds: float) -> str:
@@ -214,7 +223,7 @@ def progress_line(
     """'ablation: 7/60 runs done (3 reused), last conad-8/class_cat/seed_1 AUROC 0.681 in 95 s;
     ETA 1 h 12 min'. `seconds` None: the last run was reused. `mean_seconds`: the mean time of
     the runs trained by this process (None before the first), which times the runs left."""
-    score = f"{auroc:.3f}" if auroc is not None and math.isfinite(auroc) else "n/a"
+    score = f"{auroc:.3f}" if class_table.defined(auroc) else "n/a"
     how = "reused" if seconds is None else f"in {format_duration(seconds)}"
     if done >= total:
         eta = "all done"

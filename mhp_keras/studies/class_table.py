@@ -35,7 +35,7 @@ ABLATION_METRIC = "image_auroc"
 MEAN_ROW = "mean"
 
 
-def _defined(value) -> bool:
+def defined(value) -> bool:
     # null in a reused metrics.json and NaN in a fresh one both mean "undefined" (for example
     # AUROC without anomalous test images); either would turn a mean into NaN.
     return value is not None and math.isfinite(value)
@@ -48,7 +48,7 @@ def summarise(per_run: dict[str, list[dict]]) -> list[dict]:
     for name, runs in per_run.items():
         row = {"class": name, "seeds": len(runs)}
         for key in SUMMARY_METRICS:
-            values = [r[key] for r in runs if _defined(r.get(key))]
+            values = [r[key] for r in runs if defined(r.get(key))]
             if values:
                 row[f"{key}_mean"] = float(np.mean(values))
                 row[f"{key}_std"] = float(np.std(values))
@@ -134,7 +134,7 @@ def ablation_csv(table: dict[str, list[dict]]) -> str:
 
 def _train_seconds(per_class: dict[str, list[dict]]) -> float | None:
     values = [r["train_seconds"] for runs in per_class.values() for r in runs]
-    values = [v for v in values if _defined(v)]
+    values = [v for v in values if defined(v)]
     return float(np.mean(values)) if values else None
 
 

@@ -154,16 +154,18 @@ def adaptive_generator_step(model, tape, vae, g_adv, variables):
     adv_grads = tape.gradient(g_adv, variables, output_gradients=seed)
     at = balance_positions(model, variables)
     scale = scale_from_gradients(model, [vae_grads[i] for i in at], [adv_grads[i] for i in at])
-    grads = [
-        a
-        if b is None
-        else b * tf.cast(scale, b.dtype)
-        if a is None
-        else a + b * tf.cast(scale, b.dtype)
-        for a, b in zip(vae_grads, adv_grads, strict=True)
-    ]
+    grads = [_weighted_sum(a, b, scale) for a, b in zip(vae_grads, adv_grads, strict=True)]
     step(model, model.g_optimizer, grads, variables)
     return scale
+
+
+def _weighted_sum(vae_grad, adv_grad, scale):
+    """vae_grad + scale * adv_grad; either is None for a variable that only the other term
+    reaches."""
+    if adv_grad is None:
+        return vae_grad
+    weighted = adv_grad * tf.cast(scale, adv_grad.dtype)
+    return weighted if vae_grad is None else vae_grad + weighted
 
 
 def images_of(data):
