@@ -43,6 +43,11 @@ def test_train_and_evaluate_writes_metrics(tmp_path):
     again = json.loads((workdir / "metrics.json").read_text())
     assert again["image_auroc"] == metrics["image_auroc"]
     assert again["threshold"] == metrics["threshold"]
+    # ... and keeps what metrics.json said of the training.
+    for key in ("epochs", "jit_compile", "mechanism", "recoveries"):
+        assert again[key] == metrics[key], key
+    assert again["timings"]["train_seconds"] == metrics["timings"]["train_seconds"]
+    assert again["timings"]["eval_seconds"] > 0
 
 
 @pytest.mark.parametrize(

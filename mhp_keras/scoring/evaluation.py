@@ -18,6 +18,7 @@ from absl import logging
 from mhp_keras.data.letterbox import fitted_size
 from mhp_keras.data.pipeline import dataset_for_split, resize_image, resize_mask
 from mhp_keras.io_utils import write_text_atomic
+from mhp_keras.scoring import defect_sizes
 from mhp_keras.scoring import metrics as metric_fns
 from mhp_keras.scoring.scorer import choose_thresholds, own_maps, stack_or_list
 
@@ -232,6 +233,13 @@ def evaluate(model, data, config, workdir: str, threshold: float | None = None) 
     if result["masks"] is not None:
         out.update(
             metric_fns.pixel_decisions(result["masks"], result["maps"], values["pixel_threshold"])
+        )
+        out["by_defect_size"] = defect_sizes.by_defect_size(
+            result["labels"],
+            result["scores"],
+            result["masks"],
+            result["maps"],
+            values["pixel_threshold"],
         )
     else:
         out["pixel_threshold"] = values["pixel_threshold"]

@@ -156,7 +156,7 @@ def score_distribution(scores, threshold: float) -> dict:
     }
 
 
-def _image_pairs(masks, maps) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def image_pairs(masks, maps) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per image, its mask (bool [h, w]) and map (float64 [h, w]).
 
     Takes arrays [N, h, w] (a trailing channel axis of size 1 is dropped, a single [h, w] image
@@ -189,7 +189,7 @@ def _flat(images: list[np.ndarray]) -> np.ndarray:
 
 def _inspected(masks, maps) -> tuple[np.ndarray, np.ndarray]:
     """The flattened masks and maps of the pixels inside the region of interest (finite)."""
-    masks, maps = _image_pairs(masks, maps)
+    masks, maps = image_pairs(masks, maps)
     flat_masks, flat_maps = _flat(masks), _flat(maps)
     inside = ~np.isnan(flat_maps)
     return flat_masks[inside], flat_maps[inside]
@@ -258,7 +258,7 @@ def pro_curve(masks, maps, num_thresholds: int | None = None) -> tuple[np.ndarra
     pixels). An int uses that many evenly spaced thresholds over [min, max] of the maps instead,
     which is cheaper for huge inputs and an under-estimate of the exact curve's area.
     """
-    masks, maps = _image_pairs(masks, maps)
+    masks, maps = image_pairs(masks, maps)
     # Pixels outside the region of interest (NaN) belong to no region and are never normal:
     # their weights are zero, and they sit below every threshold.
     masks = [m & ~np.isnan(v) for m, v in zip(masks, maps, strict=True)]

@@ -319,6 +319,29 @@ def run(
         return _run(config, workdir, mode, strategy, overwrite)
 
 
+# What metrics.json records of the training itself; --mode=evaluate keeps these from the run's
+# earlier metrics.json, since it re-scores and must not erase how the model was trained.
+TRAINING_KEYS = ("epochs", "jit_compile", "recoveries", "health_warnings", "mechanism", "export")
+TRAINING_TIMINGS = ("train_seconds", "train_seconds_all_epochs")
+
+
+def _training_summary(workdir: str) -> tuple[dict, dict]:
+    """The training part of the workdir's metrics.json (TRAINING_KEYS, and TRAINING_TIMINGS of
+    its timings), or empty dicts without a readable one."""
+    try:
+        with open(os.path.join(workdir, "metrics.json")) as f:
+            earlier = json.load(f)
+    except (OSError, ValueError):
+        return {}, {}
+    if not isinstance(earlier, dict):
+        return {}, {}
+    timings = earlier.get("timings") if isinstance(earlier.get("timings"), dict) else {}
+    return (
+        {k: earlier[k] for k in TRAINING_KEYS if k in earlier},
+        {k: timings[k] for k in TRAINING_TIMINGS if k in timings},
+    )
+
+
 def _run(config, workdir: str, mode: str, strategy: str, overwrite: bool) -> dict:
     set_up_runtime(config)
     summary: dict = {}
@@ -344,6 +367,7 @@ def _run(config, workdir: str, mode: str, strategy: str, overwrite: bool) -> dic
         summary["export"] = export(model, config, workdir)
     else:
         model = load_trained(workdir)
+        summary, timings = _training_summary(workdir)
     if mode == "train":
         return summary
     start = time.perf_counter()
