@@ -129,6 +129,26 @@ def test_run_record_keeps_every_epochs_time_and_the_diagnostics():
         "head_diversity": 0.6,
         "sharpness": 0.1,
     }
+    # The breakdown by defect size, flattened per third.
+    sized = ablation.run_record(
+        {
+            "image_auroc": 0.7,
+            "by_defect_size": [
+                {"third": "small", "image_auroc": 0.5, "aupro": float("nan")},
+                {"third": "large", "image_auroc": 0.9, "aupro": 0.8},
+            ],
+        },
+        seed=0,
+    )
+    assert sized == {
+        "seed": 0,
+        "image_auroc": 0.7,
+        "train_seconds": None,
+        "image_auroc_small": 0.5,
+        "aupro_small": None,
+        "image_auroc_large": 0.9,
+        "aupro_large": 0.8,
+    }
     # Older runs: this process's time, no diagnostics.
     old = ablation.run_record({"image_auroc": 0.6, "timings": {"train_seconds": 12.0}}, seed=0)
     assert old == {"seed": 0, "image_auroc": 0.6, "train_seconds": 12.0}
@@ -148,6 +168,13 @@ def test_variant_summary_has_the_diagnostics_means():
     lines = class_table.variant_summary(class_table.summarise_variants(results))
     assert "| variant | image_auroc | head_diversity |" in lines
     assert "| conad-8 | 0.600 ± 0.100 | 0.700 ± 0.200 |" in lines
+    assert not any("By defect size" in line for line in lines)  # no masks, no size table
+    # With the breakdown: a second table, the thirds' means over classes.
+    results["conad-8"]["a"][0]["aupro_small"] = 0.2
+    results["conad-8"]["b"][0]["aupro_small"] = 0.4
+    lines = class_table.variant_summary(class_table.summarise_variants(results))
+    assert "| variant | aupro_small |" in lines
+    assert "| conad-8 | 0.300 ± 0.100 |" in lines
 
 
 def write_mvtec_category(root, category, rng):
@@ -202,6 +229,9 @@ def test_mvtec_ablation_gives_pixel_metrics_and_diagnostics_per_variant(tmp_path
     conad = runs["conad-2"]["plate"][0]
     assert conad["train_seconds"] > 0 and conad["sharpness"] > 0
     assert 0.0 <= conad["pixel_auroc"] <= 1.0
+    # Three holes of 36, 42 and 48 px: one per third of the defects' areas.
+    assert {"aupro_small", "aupro_medium", "aupro_large"} <= set(conad)
+    assert "| variant | image_auroc_small | image_auroc_medium |" in markdown
     again = run(command)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "ablation: 2/2 runs done (2 reused)" in again.stdout

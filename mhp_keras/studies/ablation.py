@@ -191,6 +191,12 @@ def run_record(metrics: dict, seed: int) -> dict:
     for key, value in (metrics.get("mechanism") or {}).items():
         if key in class_table.MECHANISM_METRICS:
             record[key] = _finite_or_none(value)
+    # Per third of the defects' areas, flattened: aupro_small, image_auroc_large, ...
+    for row in metrics.get("by_defect_size") or []:
+        for metric in ("image_auroc", "aupro"):
+            key = f"{metric}_{row.get('third')}"
+            if key in class_table.DEFECT_SIZE_METRICS:
+                record[key] = _finite_or_none(row.get(metric))
     return record
 
 

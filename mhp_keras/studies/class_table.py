@@ -24,12 +24,17 @@ import os
 import numpy as np
 
 from mhp_keras.io_utils import atomic_path, write_json_atomic, write_text_atomic
+from mhp_keras.scoring.defect_sizes import THIRDS
 
 TABLE_METRICS = ("image_auroc", "image_ap", "pixel_auroc", "aupro")
 # The last epoch's mechanism diagnostics (training/diagnostics.py), summarised per variant: whether
 # the discriminator reaches the generator, how far the heads differ, how sharp the best guess is.
 MECHANISM_METRICS = ("adv_grad_share", "head_diversity", "sharpness")
-SUMMARY_METRICS = TABLE_METRICS + MECHANISM_METRICS
+# Per third of the defects' areas (scoring/defect_sizes.py), with masks: are small defects found?
+DEFECT_SIZE_METRICS = tuple(
+    f"{metric}_{third}" for metric in ("image_auroc", "aupro") for third in THIRDS
+)
+SUMMARY_METRICS = TABLE_METRICS + MECHANISM_METRICS + DEFECT_SIZE_METRICS
 # The ablation compares variants on the paper's one metric; the others stay in its JSON.
 ABLATION_METRIC = "image_auroc"
 MEAN_ROW = "mean"
@@ -178,15 +183,31 @@ def ablation_markdown(results: dict[str, dict[str, list[dict]]], seeds: int) -> 
 
 
 def variant_summary(table: dict[str, list[dict]]) -> list[str]:
-    """Lines of the per-variant table: every metric any run has (the pixel metrics with masks,
-    the mechanism diagnostics once logged), as the mean over classes of the class means."""
+    """Lines of the per-variant tables: every metric any run has (the pixel metrics with masks,
+    the mechanism diagnostics once logged), as the mean over classes of the class means; with
+    masks, a second table by defect size."""
     means = {variant: rows[-1] for variant, rows in table.items()}
-    metrics = [k for k in SUMMARY_METRICS if any(f"{k}_mean" in r for r in means.values())]
+    lines = _variant_table(
+        means,
+        TABLE_METRICS + MECHANISM_METRICS,
+        "Per variant, mean over classes ± std over classes (the mechanism diagnostics are the "
+        "last epoch's; head_diversity is 0 for one head):",
+    )
+    sizes = _variant_table(
+        means,
+        DEFECT_SIZE_METRICS,
+        "By defect size: the anomalous test images in thirds by mask area (small, medium, "
+        "large), each against all normal test images:",
+    )
+    return lines + ([""] if lines and sizes else []) + sizes
+
+
+def _variant_table(means: dict[str, dict], keys, title: str) -> list[str]:
+    metrics = [k for k in keys if any(f"{k}_mean" in r for r in means.values())]
     if not metrics:
         return []
     lines = [
-        "Per variant, mean over classes ± std over classes (the mechanism diagnostics are the "
-        "last epoch's; head_diversity is 0 for one head):",
+        title,
         "",
         "| variant | " + " | ".join(metrics) + " |",
         "|---" * (len(metrics) + 1) + "|",
