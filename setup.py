@@ -39,7 +39,7 @@ setup(
     ],
     extras_require={
         "gpu": ["tensorflow[and-cuda]==2.21.*"],
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "ruff>=0.6"],
     },
     entry_points={
         "console_scripts": ["mhp-predict=mhp_keras.serving.predict:cli", "mhp-train=train_main:cli"]

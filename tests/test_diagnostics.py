@@ -40,6 +40,19 @@ def test_head_diversity_averages_over_images():
     assert float(dg.head_diversity(images, heads, [0, 0])) == pytest.approx(2.5)
 
 
+def test_effective_heads_is_exp_of_the_winner_shares_entropy():
+    assert dg.effective_heads([0.5, 0.5]) == pytest.approx(2.0)
+    assert dg.effective_heads([0.25] * 4) == pytest.approx(4.0)
+    # One head wins everything (the others are dead): one head in use, however many there are.
+    assert dg.effective_heads([1.0, 0.0, 0.0]) == pytest.approx(1.0)
+    assert dg.effective_heads([0.7, 0.3]) == pytest.approx(1 / (0.7**0.7 * 0.3**0.3))
+    # Shares that do not sum to one (a replica's rounding) are normalised.
+    assert dg.effective_heads([2.0, 2.0]) == pytest.approx(2.0)
+    assert dg.effective_heads([]) is None
+    assert dg.head_shares({"win_0": 0.6, "win_1": 0.4, "loss": 1.0}) == [0.6, 0.4]
+    assert dg.head_shares({"loss": 1.0, "win_0": None}) == []
+
+
 def test_gradient_energy_of_a_step_edge():
     image = np.zeros((1, 4, 4, 1), np.float32)
     image[:, :, 2:] = 1.0  # one vertical edge of height 1 in each of the 4 rows
@@ -92,6 +105,8 @@ def test_the_callback_logs_all_three_each_epoch():
         assert len(history.history[name]) == 2
         assert np.isfinite(history.history[name]).all()
     assert history.history["adv_grad_share"][-1] > 0
+    shares = [history.history[f"win_{k}"][-1] for k in range(model.hypotheses)]
+    assert history.history["effective_heads"][-1] == pytest.approx(dg.effective_heads(shares))
     assert callback.measure()["adv_grad_share"] == pytest.approx(
         _direct_share(model, tf.constant(images[:8])), rel=1e-4
     )

@@ -75,6 +75,8 @@ def test_history_gives_the_last_epochs_diagnostics_and_every_epochs_time(tmp_pat
                 adv_grad_share=0.1,
                 head_diversity=0.5,
                 sharpness=0.2,
+                win_0=0.5,
+                win_1=0.5,
             ),
             dict(
                 epoch=1,
@@ -83,6 +85,8 @@ def test_history_gives_the_last_epochs_diagnostics_and_every_epochs_time(tmp_pat
                 adv_grad_share=0.3,
                 head_diversity=0.7,
                 sharpness=0.4,
+                win_0=0.75,
+                win_1=0.25,
             ),
         ],
     )
@@ -94,6 +98,8 @@ def test_history_gives_the_last_epochs_diagnostics_and_every_epochs_time(tmp_pat
         "adv_grad_share": 0.3,
         "head_diversity": 0.7,
         "sharpness": 0.4,
+        # From the last epoch's winner shares, so runs logged before it existed have it too.
+        "effective_heads": pytest.approx(1 / (0.75**0.75 * 0.25**0.25)),
         "epochs_measured": 2,
     }
 

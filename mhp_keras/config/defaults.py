@@ -120,6 +120,10 @@ def _train_section() -> ml_collections.ConfigDict:
     # True / False, so the field takes either type.
     s.jit_compile = config_dict.FieldReference("auto", field_type=object)
     s.deterministic = False
+    # Which epoch's weights are calibrated, saved, scored and exported: best_val = the epoch with
+    # the lowest NLL on the held-out normal images (val_recon; the adversarial variants' NLL jumps
+    # between epochs); last = the last epoch's (training/selection.py).
+    s.keep_weights = "best_val"
     # Automatic recovery: when a loss becomes NaN or infinite, or spikes (above the mean m of the
     # last 3 epochs by spike_factor * max(|m|, the largest epoch value so far, 1); 0 = off), roll
     # back to the last good epoch, multiply both learning rates by recovery_lr_factor and go on,

@@ -22,6 +22,7 @@ VALUES_BEFORE = {
     "data.roi_mask": "",
     "score.roi": "none",
     "score.roi_margin": 2,
+    "train.keep_weights": "last",
 }
 
 

@@ -18,6 +18,8 @@ from mhp_keras.training.jit import SETTINGS as JIT_SETTINGS
 from mhp_keras.training.jit import is_valid_setting as valid_jit_setting
 
 MIXED_PRECISION = ("auto", "none", "bfloat16", "float16")
+# train.keep_weights (training/selection.py): the best validation epoch's weights, or the last's.
+KEEP_WEIGHTS = ("best_val", "last")
 
 
 def _check(condition: bool, key: str, value, expected: str) -> None:
@@ -97,6 +99,12 @@ def validate_config(config) -> None:
         "train.mixed_precision",
         config.train.mixed_precision,
         f"one of {list(MIXED_PRECISION)}",
+    )
+    _check(
+        config.train.keep_weights in KEEP_WEIGHTS,
+        "train.keep_weights",
+        config.train.keep_weights,
+        f"one of {list(KEEP_WEIGHTS)}",
     )
     _check(
         valid_jit_setting(config.train.jit_compile),

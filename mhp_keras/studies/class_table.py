@@ -29,7 +29,7 @@ from mhp_keras.scoring.defect_sizes import THIRDS
 TABLE_METRICS = ("image_auroc", "image_ap", "pixel_auroc", "aupro")
 # The last epoch's mechanism diagnostics (training/diagnostics.py), summarised per variant: whether
 # the discriminator reaches the generator, how far the heads differ, how sharp the best guess is.
-MECHANISM_METRICS = ("adv_grad_share", "head_diversity", "sharpness")
+MECHANISM_METRICS = ("adv_grad_share", "head_diversity", "sharpness", "effective_heads")
 # Per third of the defects' areas (scoring/defect_sizes.py), with masks: are small defects found?
 DEFECT_SIZE_METRICS = tuple(
     f"{metric}_{third}" for metric in ("image_auroc", "aupro") for third in THIRDS
@@ -191,7 +191,8 @@ def variant_summary(table: dict[str, list[dict]]) -> list[str]:
         means,
         TABLE_METRICS + MECHANISM_METRICS,
         "Per variant, mean over classes ± std over classes (the mechanism diagnostics are the "
-        "last epoch's; head_diversity is 0 for one head):",
+        "last epoch's; head_diversity is 0 for one head; effective_heads is exp of the entropy of "
+        "the winner shares):",
     )
     sizes = _variant_table(
         means,

@@ -254,12 +254,15 @@ class Throughput(keras.callbacks.Callback):
         logs["epoch_seconds"] = time.perf_counter() - self._start
 
 
-def write_backup(model, path: str, completed_epochs: int) -> None:
-    """The weights of the model and both optimizers, and the epoch count, in one atomic file."""
+def write_backup(model, path: str, completed_epochs: int, attrs: dict | None = None) -> None:
+    """The weights of the model and both optimizers, and the epoch count (and any other `attrs`),
+    in one atomic file."""
     with atomic_path(path, suffix=".weights.h5") as tmp:
         model.save_weights(tmp, overwrite=True)
         with h5py.File(tmp, "a") as f:
             f.attrs[EPOCH_ATTR] = completed_epochs
+            for name, value in (attrs or {}).items():
+                f.attrs[name] = value
 
 
 def backup_path(backup_dir: str) -> str:

@@ -16,6 +16,11 @@ diverse. Each gets a measurement, logged every epoch into `history.csv`, TensorB
   RMS error. Near 0, the heads have collapsed onto one output.
 * `sharpness`: the high-frequency (finite-difference gradient) energy of the best guess over the
   input's. Below 1 the reconstructions are blurrier than the images.
+* `effective_heads`: how many heads are in use, exp of the entropy of the epoch's winner shares
+  over the training images (`win_k`): K when every head wins equally often, 1 when one head wins
+  everything. `head_diversity` counts every head, and a head that never wins (under eps = 0 it
+  gets no reconstruction gradient) stays where it was initialised, far from the data, which
+  inflates the diversity; read the two together.
 
 They are measured on one fixed batch of training images at the end of each epoch: one forward pass
 and two gradients of one layer, a small fraction of an epoch's cost.
@@ -29,7 +34,7 @@ import tensorflow as tf
 
 # Guards the ratios against an exactly-zero denominator (a constant image, a perfect head).
 TINY = 1e-12
-NAMES = ("adv_grad_share", "head_diversity", "sharpness")
+NAMES = ("adv_grad_share", "head_diversity", "sharpness", "effective_heads")
 
 
 def _rms(x, axes):
@@ -54,6 +59,25 @@ def head_diversity(images, hypotheses, winner):
     best = tf.gather(hypotheses, tf.cast(winner, tf.int32), axis=1, batch_dims=1)
     error = _rms(images - best, [1, 2, 3])
     return tf.reduce_mean(tf.reduce_mean(distances, axis=1) / (error + TINY))
+
+
+def head_shares(logs) -> list[float]:
+    """The epoch's winner shares `win_0`, `win_1`, ... from its logs (or a history.csv row)."""
+    shares, k = [], 0
+    while logs.get(f"win_{k}") is not None:
+        shares.append(float(logs[f"win_{k}"]))
+        k += 1
+    return shares
+
+
+def effective_heads(shares) -> float | None:
+    """exp(entropy) of the winner shares (normalised): the number of equally used heads with the
+    same entropy. None without shares."""
+    p = np.clip(np.asarray(shares, np.float64), 0.0, None)
+    if p.size == 0 or p.sum() <= 0:
+        return None
+    p = p[p > 0] / p.sum()
+    return float(np.exp(-np.sum(p * np.log(p))))
 
 
 def gradient_energy(images):
@@ -82,7 +106,8 @@ def last_shared_layer(decoder: keras.Model):
 
 
 class MechanismDiagnostics(keras.callbacks.Callback):
-    """Adds `adv_grad_share`, `head_diversity` and `sharpness` to every epoch's logs.
+    """Adds `adv_grad_share`, `head_diversity`, `sharpness` and (from the epoch's winner shares)
+    `effective_heads` to every epoch's logs.
 
     Put it before the loggers (CSVLogger, TensorBoard) in the callback list so that they record
     the values. `images` is a fixed batch of training images, float [B, h, w, C] in [0, 1].
@@ -124,6 +149,9 @@ class MechanismDiagnostics(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         values = self.measure((logs or {}).get("adv_scale"))
+        used = effective_heads(head_shares(logs or {}))
+        if used is not None:
+            values["effective_heads"] = used
         self.history.append(values)
         if logs is not None:
             logs.update(values)

@@ -44,6 +44,7 @@ from mhp_keras.training.runtime import (  # noqa: F401  (the names callers impor
     resolve_precision,
     set_up_runtime,
 )
+from mhp_keras.training.selection import MONITOR, BestWeights, keep_best
 from mhp_keras.training.workdir_lock import workdir_lock
 
 # Keys that may change between runs in one workdir without making it a different model.
@@ -152,6 +153,8 @@ def training_callbacks(config, workdir: str, data, chief: bool):
     if chief:  # measured before health reads it and the loggers write it
         callbacks.append(MechanismDiagnostics(diagnostic_images(data.train, config)))
     callbacks += [health, cb.EpochBackup(backup_dir(workdir, chief), guard)]
+    if t.keep_weights == "best_val":
+        callbacks.append(BestWeights(backup_dir(workdir, chief), guard))
     if chief:
         callbacks += [
             cb.AtomicModelCheckpoint(os.path.join(workdir, "checkpoints", "last.keras"), guard),
@@ -248,6 +251,10 @@ def train(config, data, workdir: str, strategy_name: str = "default", extra_call
         with strategy.scope():
             epoch = recovery.roll_back(model, guard)
     seconds = time.perf_counter() - start
+    rows = history_rows(workdir)
+    best = next((c for c in callbacks if isinstance(c, BestWeights)), None)
+    with strategy.scope():
+        weights = keep_best(model, best, rows[-1].get(MONITOR) if rows else None)
     values, source = calibrate(model, data.val, config)
     model.set_calibration(**values)
     threshold = values["threshold"]
@@ -255,7 +262,6 @@ def train(config, data, workdir: str, strategy_name: str = "default", extra_call
         save_model(model, os.path.join(workdir, "model.keras"))
     logging.info("Threshold %.6g from %s.", threshold, source)
     run_epochs = config.train.epochs - first_epoch
-    rows = history_rows(workdir)
     return model, {
         "train_seconds": seconds,
         # Every epoch's, this process's and earlier ones' (a resumed run's whole training).
@@ -265,6 +271,7 @@ def train(config, data, workdir: str, strategy_name: str = "default", extra_call
         "recoveries": recovery.records,
         "health_warnings": health.warnings,
         "mechanism": mechanism(callbacks, rows),
+        "weights": weights,
     }
 
 
@@ -321,7 +328,15 @@ def run(
 
 # What metrics.json records of the training itself; --mode=evaluate keeps these from the run's
 # earlier metrics.json, since it re-scores and must not erase how the model was trained.
-TRAINING_KEYS = ("epochs", "jit_compile", "recoveries", "health_warnings", "mechanism", "export")
+TRAINING_KEYS = (
+    "epochs",
+    "jit_compile",
+    "recoveries",
+    "health_warnings",
+    "mechanism",
+    "weights",
+    "export",
+)
 TRAINING_TIMINGS = ("train_seconds", "train_seconds_all_epochs")
 
 
@@ -357,11 +372,7 @@ def _run(config, workdir: str, mode: str, strategy: str, overwrite: bool) -> dic
         model, train_info = train(config, data, workdir, strategy)
         timings["train_seconds"] = train_info["train_seconds"]
         timings["train_seconds_all_epochs"] = train_info["train_seconds_all_epochs"]
-        summary["epochs"] = train_info["epochs"]
-        summary["jit_compile"] = train_info["jit_compile"]
-        summary["recoveries"] = train_info["recoveries"]
-        summary["health_warnings"] = train_info["health_warnings"]
-        summary["mechanism"] = train_info["mechanism"]
+        summary.update({k: train_info[k] for k in TRAINING_KEYS if k in train_info})
         if not chief:  # the chief evaluates and writes the run's files
             return summary
         summary["export"] = export(model, config, workdir)

@@ -15,6 +15,7 @@ import keras
 from absl import logging
 
 from mhp_keras.config.defaults import base_config
+from mhp_keras.training.diagnostics import head_shares
 
 # The limits' defaults are the config's (`train.health_*`), read from where they are defined.
 _TRAIN = base_config().train
@@ -26,14 +27,6 @@ def d_accuracy(logs) -> float | None:
     if "d_acc_real" not in logs or "d_acc_fake" not in logs:
         return None
     return min(float(logs["d_acc_real"]), float(logs["d_acc_fake"]))
-
-
-def head_shares(logs) -> list[float]:
-    shares, k = [], 0
-    while f"win_{k}" in logs:
-        shares.append(float(logs[f"win_{k}"]))
-        k += 1
-    return shares
 
 
 class TrainingHealth(keras.callbacks.Callback):

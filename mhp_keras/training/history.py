@@ -12,7 +12,7 @@ import csv
 import math
 import os
 
-from mhp_keras.training.diagnostics import MechanismDiagnostics
+from mhp_keras.training.diagnostics import MechanismDiagnostics, effective_heads, head_shares
 
 
 def history_rows(workdir: str) -> list[dict]:
@@ -35,13 +35,18 @@ def history_rows(workdir: str) -> list[dict]:
 
 
 def mechanism(callbacks, rows: list[dict]) -> dict | None:
-    """The last epoch's mechanism diagnostics (adv_grad_share, head_diversity, sharpness): from
-    history.csv, which has every epoch even when this process resumed a finished run, else from
-    this process's callback."""
+    """The last epoch's mechanism diagnostics (adv_grad_share, head_diversity, sharpness and
+    effective_heads): from history.csv, which has every epoch even when this process resumed a
+    finished run, else from this process's callback. effective_heads is derived from the row's
+    winner shares, so runs logged before it existed have it too."""
     names = ("adv_grad_share", "head_diversity", "sharpness")
     measured = [r for r in rows if all(r.get(n) is not None for n in names)]
     if measured:
-        return {n: measured[-1][n] for n in names} | {"epochs_measured": len(measured)}
+        last = {n: measured[-1][n] for n in names}
+        used = effective_heads(head_shares(measured[-1]))
+        if used is not None:
+            last["effective_heads"] = used
+        return last | {"epochs_measured": len(measured)}
     found = [c for c in callbacks if isinstance(c, MechanismDiagnostics) and c.history]
     return dict(found[0].history[-1], epochs_measured=len(found[0].history)) if found else None
 
