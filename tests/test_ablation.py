@@ -7,13 +7,15 @@ tables) and a class-folder dataset written by the test, through configs/cifar10_
 """
 
 import csv
+import fnmatch
 import io
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
-from cli_helpers import run, tiny_flags, train_main_command
+from cli_helpers import ROOT, run, tiny_flags, train_main_command
 from PIL import Image
 
 from mhp_keras.config.defaults import base_config
@@ -386,6 +388,21 @@ def test_digits_ablation_then_resume_reuses_every_run(tmp_path):
     assert len(progress) == 4 and all(" reused; " in line for line in progress)  # none trained
     assert {k: v for k, v in files_under(tmp_path).items() if k not in tables} == run_files
     assert {n: (tmp_path / n).read_bytes() for n in tables} == tables
+
+    # What git keeps of a study under results/ (its .gitignore's whitelist, without checkpoints,
+    # models or scores) is enough for another machine to reuse every run.
+    with open(os.path.join(ROOT, "results", ".gitignore"), encoding="utf-8") as f:
+        kept = [line[1:].strip() for line in f if line.startswith("!") and "/" not in line]
+    clone = tmp_path.parent / "records_only"
+    for relative in files_under(tmp_path):
+        if any(fnmatch.fnmatch(os.path.basename(relative), pattern) for pattern in kept):
+            (clone / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(tmp_path / relative, clone / relative)
+    assert not (clone / "vae" / "class_0" / "seed_0" / "model.keras").exists()
+    elsewhere = run([f"--workdir={clone}" if a.startswith("--workdir=") else a for a in command])
+    assert elsewhere.returncode == 0, elsewhere.stderr[-3000:]
+    assert "ablation: 4/4 runs done (4 reused)" in elsewhere.stdout
+    assert (clone / "ablation.md").read_bytes() == tables["ablation.md"]
 
 
 @pytest.mark.slow
