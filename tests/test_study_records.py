@@ -5,6 +5,7 @@ values."""
 
 import os
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -158,6 +159,30 @@ def test_run_record_keeps_every_epochs_time_and_the_diagnostics():
     # Older runs: this process's time, no diagnostics.
     old = ablation.run_record({"image_auroc": 0.6, "timings": {"train_seconds": 12.0}}, seed=0)
     assert old == {"seed": 0, "image_auroc": 0.6, "train_seconds": 12.0}
+
+
+def test_paired_differences_against_the_first_variant_match_numpy():
+    def runs(*values):
+        return [{"seed": i, "image_auroc": v} for i, v in enumerate(values)]
+
+    results = {
+        "vae": {"a": runs(0.60, 0.64), "b": runs(0.50), "c": runs(0.70)},
+        "conad-8": {"a": runs(0.66, 0.70), "b": runs(0.49), "c": []},
+        "mhp-8": {"a": [], "b": [], "c": []},
+    }
+    (row,) = class_table.paired_differences(results)  # mhp-8 shares no class: no row
+    diffs = np.array([0.68 - 0.62, 0.49 - 0.50])  # class means, over the classes both have
+    assert row["variant"] == "conad-8" and row["reference"] == "vae"
+    assert row["classes"] == 2 and row["above"] == 1
+    assert row["mean"] == pytest.approx(diffs.mean())
+    assert row["std"] == pytest.approx(diffs.std())
+    # Seed spread: the std over seeds, averaged over the classes with two or more seeds.
+    assert row["seed_spread"] == pytest.approx(np.std([0.66, 0.70]))
+    assert row["reference_seed_spread"] == pytest.approx(np.std([0.60, 0.64]))
+    lines = class_table.paired_lines(results)
+    assert "| conad-8 − vae | 2 | +0.025 | 0.035 | 1 of 2 | 0.020 / 0.020 |" in lines
+    assert class_table.paired_differences({"vae": results["vae"]}) == []
+    assert class_table.paired_lines({"vae": results["vae"]}) == []
 
 
 def test_variant_summary_has_the_diagnostics_means():

@@ -179,7 +179,86 @@ def ablation_markdown(results: dict[str, dict[str, list[dict]]], seeds: int) -> 
         + " | ".join("–" if s is None else f"{s:.0f} s" for s in seconds)
         + " |"
     )
-    return "\n".join(lines + ["", *variant_summary(table)]) + "\n"
+    paired = paired_lines(results)
+    return "\n".join(lines + ["", *variant_summary(table), *paired]) + "\n"
+
+
+def _class_means(per_class: dict[str, list[dict]]) -> dict[str, float]:
+    """{class: mean image AUROC over its seeds} for the classes with at least one defined run."""
+    means = {}
+    for name, runs in per_class.items():
+        values = [r[ABLATION_METRIC] for r in runs if defined(r.get(ABLATION_METRIC))]
+        if values:
+            means[name] = float(np.mean(values))
+    return means
+
+
+def _seed_spread(per_class: dict[str, list[dict]]) -> float | None:
+    """The mean over classes of the std over seeds, where a class has two or more seeds."""
+    spreads = []
+    for runs in per_class.values():
+        values = [r[ABLATION_METRIC] for r in runs if defined(r.get(ABLATION_METRIC))]
+        if len(values) > 1:
+            spreads.append(float(np.std(values)))
+    return float(np.mean(spreads)) if spreads else None
+
+
+def paired_differences(results: dict[str, dict[str, list[dict]]]) -> list[dict]:
+    """Each variant against the first (the reference, e.g. the VAE), paired by class: over the
+    classes both have, the mean and std over classes of the difference of their class means,
+    how many classes are above, and each one's seed-to-seed spread (None with one seed)."""
+    variants = list(results)
+    if len(variants) < 2:
+        return []
+    reference = _class_means(results[variants[0]])
+    rows = []
+    for variant in variants[1:]:
+        means = _class_means(results[variant])
+        shared = [c for c in means if c in reference]
+        if not shared:
+            continue
+        diffs = np.array([means[c] - reference[c] for c in shared])
+        rows.append(
+            {
+                "variant": variant,
+                "reference": variants[0],
+                "classes": len(shared),
+                "mean": float(diffs.mean()),
+                "std": float(diffs.std()),
+                "above": int((diffs > 0).sum()),
+                "seed_spread": _seed_spread(results[variant]),
+                "reference_seed_spread": _seed_spread(results[variants[0]]),
+            }
+        )
+    return rows
+
+
+def paired_lines(results: dict[str, dict[str, list[dict]]]) -> list[str]:
+    """The paired differences as markdown lines (none for a single variant)."""
+    rows = paired_differences(results)
+    if not rows:
+        return []
+
+    def spread(value):
+        return "–" if value is None else f"{value:.3f}"
+
+    lines = [
+        "",
+        f"Paired by class against {rows[0]['reference']} (image AUROC; the difference of the "
+        "class means over the classes both have; seed spread: the mean over classes of the std "
+        "over seeds, – with one seed):",
+        "",
+        "| variant | classes | mean difference | std over classes | classes above | seed spread "
+        "(variant / reference) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['variant']} − {r['reference']} | {r['classes']} | {r['mean']:+.3f} | "
+            f"{r['std']:.3f} | {r['above']} of {r['classes']} | {spread(r['seed_spread'])} / "
+            f"{spread(r['reference_seed_spread'])} |"
+        )
+    return lines
 
 
 def variant_summary(table: dict[str, list[dict]]) -> list[str]:
@@ -285,6 +364,7 @@ def write_ablation_tables(
         "runs_done": sum(len(r) for per_class in results.values() for r in per_class.values()),
         "runs_total": len(results) * len(classes) * seeds,
         "table": table,
+        "paired": paired_differences(results),
         "runs": results,
     }
     write_json_atomic(paths["json"], payload)
