@@ -183,23 +183,19 @@ def ablation_markdown(results: dict[str, dict[str, list[dict]]], seeds: int) -> 
     return "\n".join(lines + ["", *variant_summary(table), *paired]) + "\n"
 
 
+def _scores(runs: list[dict]) -> list[float]:
+    """The runs' defined image AUROCs."""
+    return [r[ABLATION_METRIC] for r in runs if defined(r.get(ABLATION_METRIC))]
+
+
 def _class_means(per_class: dict[str, list[dict]]) -> dict[str, float]:
     """{class: mean image AUROC over its seeds} for the classes with at least one defined run."""
-    means = {}
-    for name, runs in per_class.items():
-        values = [r[ABLATION_METRIC] for r in runs if defined(r.get(ABLATION_METRIC))]
-        if values:
-            means[name] = float(np.mean(values))
-    return means
+    return {name: float(np.mean(_scores(r))) for name, r in per_class.items() if _scores(r)}
 
 
 def _seed_spread(per_class: dict[str, list[dict]]) -> float | None:
     """The mean over classes of the std over seeds, where a class has two or more seeds."""
-    spreads = []
-    for runs in per_class.values():
-        values = [r[ABLATION_METRIC] for r in runs if defined(r.get(ABLATION_METRIC))]
-        if len(values) > 1:
-            spreads.append(float(np.std(values)))
+    spreads = [float(np.std(_scores(r))) for r in per_class.values() if len(_scores(r)) > 1]
     return float(np.mean(spreads)) if spreads else None
 
 
