@@ -46,7 +46,7 @@ def test_the_lowest_finite_unflagged_epoch_is_saved_and_restored(tmp_path):
     callback.on_epoch_end(6, {"loss": float("nan"), selection.MONITOR: -100.0})
     assert callback.best == (3, 3.0)
 
-    info = selection.keep_best(model, callback, last_value=4.0)
+    info = selection.keep_best(model, [guard, callback], [{selection.MONITOR: 4.0}])
     assert info == {"kept": "best_val", "epoch": 3, "val_recon": 3.0, "last_val_recon": 4.0}
     np.testing.assert_array_equal(_first_weight(model), kept[2])
     # A resumed run (a new callback on the same backup folder) knows its best so far.
@@ -60,8 +60,8 @@ def test_without_a_validation_value_or_callback_the_last_weights_stay(tmp_path):
     callback.set_model(model)
     callback.on_epoch_end(0, {"loss": 1.0})  # no validation images: no val_recon
     before = _first_weight(model)
-    assert selection.keep_best(model, callback, None) == {"kept": "last", "last_val_recon": None}
-    assert selection.keep_best(model, None, 2.0) == {"kept": "last"}
+    assert selection.keep_best(model, [callback], []) == {"kept": "last", "last_val_recon": None}
+    assert selection.keep_best(model, [], [{selection.MONITOR: 2.0}]) == {"kept": "last"}
     np.testing.assert_array_equal(_first_weight(model), before)
     assert selection.stored_best(str(tmp_path / "missing.weights.h5")) is None
 

@@ -105,6 +105,36 @@ def test_history_gives_the_last_epochs_diagnostics_and_every_epochs_time(tmp_pat
     }
 
 
+def test_history_keeps_only_the_epochs_before_the_resumed_one(tmp_path):
+    rows = [dict(epoch=e, loss=1.0 - e / 10) for e in range(5)]
+    write_history(tmp_path, rows)
+    text = (tmp_path / "history.csv").read_text()
+    # Resuming after epoch 5 trains nothing again: the file is untouched.
+    assert history.keep_epochs_before(str(tmp_path), 5) == 0
+    assert (tmp_path / "history.csv").read_text() == text
+    # The backup holds 2 epochs: epochs 2.. (0-based) are trained again, their rows go.
+    assert history.keep_epochs_before(str(tmp_path), 2) == 3
+    assert [r["epoch"] for r in history.history_rows(str(tmp_path))] == [0, 1]
+    assert (tmp_path / "history.csv").read_text() == "".join(text.splitlines(True)[:3])
+    # No backup (records without checkpoints): no row is left, and the file goes, so that the
+    # logger writes its own header.
+    assert history.keep_epochs_before(str(tmp_path), 0) == 2
+    assert not (tmp_path / "history.csv").exists()
+    assert history.keep_epochs_before(str(tmp_path), 0) == 0  # no file
+
+
+def test_a_run_restarted_without_its_backup_logs_each_epoch_once(tmp_path, tiny_config):
+    import shutil
+
+    from mhp_keras.training.experiment import run
+
+    config = tiny_config(**{"train.epochs": 2, "train.jit_compile": "false"})
+    run(config, str(tmp_path), "train")
+    shutil.rmtree(tmp_path / "backup")  # as a study's records hold it on another machine
+    run(config, str(tmp_path), "train")
+    assert [r["epoch"] for r in history.history_rows(str(tmp_path))] == [0, 1]
+
+
 def test_history_without_epoch_times_or_file(tmp_path):
     write_history(tmp_path, [dict(epoch=0, loss=1.0), dict(epoch=1, loss=0.5)])
     rows = history.history_rows(str(tmp_path))

@@ -30,11 +30,11 @@ from mhp_keras.models import build_conad
 from mhp_keras.scoring.evaluation import calibrate, evaluate
 from mhp_keras.training import callbacks as cb
 from mhp_keras.training import distribute
+from mhp_keras.training import history as run_history
 from mhp_keras.training import jit as jit_calibration
 from mhp_keras.training import modes as mode_registry
 from mhp_keras.training.diagnostics import MechanismDiagnostics
 from mhp_keras.training.health import TrainingHealth
-from mhp_keras.training.history import all_epochs_seconds, history_rows, mechanism
 from mhp_keras.training.modes import DEFAULT as DEFAULT_MODE
 from mhp_keras.training.modes import EXPERIMENT_MODES as MODES
 from mhp_keras.training.recovery import Recovery
@@ -44,7 +44,7 @@ from mhp_keras.training.runtime import (  # noqa: F401  (the names callers impor
     resolve_precision,
     set_up_runtime,
 )
-from mhp_keras.training.selection import MONITOR, BestWeights, keep_best
+from mhp_keras.training.selection import BestWeights, keep_best
 from mhp_keras.training.workdir_lock import workdir_lock
 
 # Keys that may change between runs in one workdir without making it a different model.
@@ -226,6 +226,8 @@ def train(config, data, workdir: str, strategy_name: str = "default", extra_call
         build=lambda jit_compile: build_and_compile(config, strategy, jit_compile),
     )
     recovery.save_start(model, initial_epoch)
+    if chief:
+        run_history.keep_epochs_before(workdir, initial_epoch)
     first_epoch, epoch = initial_epoch, initial_epoch
     while True:
         model.fit(
@@ -251,10 +253,9 @@ def train(config, data, workdir: str, strategy_name: str = "default", extra_call
         with strategy.scope():
             epoch = recovery.roll_back(model, guard)
     seconds = time.perf_counter() - start
-    rows = history_rows(workdir)
-    best = next((c for c in callbacks if isinstance(c, BestWeights)), None)
+    rows = run_history.history_rows(workdir)
     with strategy.scope():
-        weights = keep_best(model, best, rows[-1].get(MONITOR) if rows else None)
+        weights = keep_best(model, callbacks, rows)
     values, source = calibrate(model, data.val, config)
     model.set_calibration(**values)
     threshold = values["threshold"]
@@ -265,12 +266,12 @@ def train(config, data, workdir: str, strategy_name: str = "default", extra_call
     return model, {
         "train_seconds": seconds,
         # Every epoch's, this process's and earlier ones' (a resumed run's whole training).
-        "train_seconds_all_epochs": all_epochs_seconds(rows),
+        "train_seconds_all_epochs": run_history.all_epochs_seconds(rows),
         "epochs": {"first": first_epoch if run_epochs else None, "run": run_epochs},
         "jit_compile": jit,
         "recoveries": recovery.records,
         "health_warnings": health.warnings,
-        "mechanism": mechanism(callbacks, rows),
+        "mechanism": run_history.mechanism(callbacks, rows),
         "weights": weights,
     }
 

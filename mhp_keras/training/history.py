@@ -12,6 +12,9 @@ import csv
 import math
 import os
 
+from absl import logging
+
+from mhp_keras.io_utils import write_text_atomic
 from mhp_keras.training.diagnostics import MechanismDiagnostics, effective_heads, head_shares
 
 
@@ -32,6 +35,53 @@ def history_rows(workdir: str) -> list[dict]:
         return value if math.isfinite(value) else None
 
     return [{k: number(v) for k, v in row.items() if k is not None} for row in rows]
+
+
+def keep_epochs_before(workdir: str, initial_epoch: int) -> int:
+    """Drops history.csv's rows of epochs >= `initial_epoch`, the ones the run is about to train
+    (again), and returns how many were dropped.
+
+    The model resumes from its backup, and the history must describe that model's epochs only:
+    a run whose backup is gone (a workdir restored from records without checkpoints, a deleted
+    backup/ folder) starts again at epoch 0, and its logger would otherwise append a second
+    epoch 0 after the old last one. The file is rewritten atomically, lines kept verbatim.
+    """
+    path = os.path.join(workdir, "history.csv")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            lines = f.read().splitlines(keepends=True)
+    except (OSError, UnicodeDecodeError):
+        return 0
+    if not lines:
+        return 0
+    header = next(csv.reader([lines[0]]))
+    if "epoch" not in header:
+        return 0
+    column = header.index("epoch")
+
+    def kept(line: str) -> bool:
+        fields = next(csv.reader([line]), [])
+        try:
+            return int(float(fields[column])) < initial_epoch
+        except (IndexError, ValueError):
+            return False
+
+    body = [line for line in lines[1:] if kept(line)]
+    dropped = len(lines) - 1 - len(body)
+    if not body:
+        # No epoch left: the logger writes a new header (this code's columns) with the first row.
+        os.remove(path)
+    elif dropped:
+        write_text_atomic(path, "".join([lines[0], *body]))
+    if dropped:
+        logging.warning(
+            "%s: dropped the rows of epochs from %d on, which are trained again now (the resume "
+            "backup holds %d epochs).",
+            path,
+            initial_epoch + 1,
+            initial_epoch,
+        )
+    return dropped
 
 
 def mechanism(callbacks, rows: list[dict]) -> dict | None:

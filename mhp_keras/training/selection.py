@@ -69,12 +69,14 @@ class BestWeights(keras.callbacks.Callback):
         self.best = (epoch + 1, float(value))
 
 
-def keep_best(model, callback: BestWeights | None, last_value: float | None) -> dict:
-    """Loads the best epoch's weights into `model` (when there are any) and returns what was
-    kept, for metrics.json: {"kept": "best_val" | "last", "epoch", "val_recon",
-    "last_val_recon"}."""
+def keep_best(model, callbacks, rows: list[dict]) -> dict:
+    """Loads the best epoch's weights into `model` when `callbacks` hold a BestWeights that saved
+    any, and returns what was kept, for metrics.json: {"kept": "best_val" | "last", "epoch",
+    "val_recon", "last_val_recon"}; `rows` is the run's history (the last epoch's value)."""
+    callback = next((c for c in callbacks if isinstance(c, BestWeights)), None)
     if callback is None:
         return {"kept": "last"}
+    last_value = rows[-1].get(MONITOR) if rows else None
     best = callback.best
     if best is None:
         logging.warning(
