@@ -18,9 +18,9 @@ diverse. Each gets a measurement, logged every epoch into `history.csv`, TensorB
   input's. Below 1 the reconstructions are blurrier than the images.
 * `effective_heads`: how many heads are in use, exp of the entropy of the epoch's winner shares
   over the training images (`win_k`): K when every head wins equally often, 1 when one head wins
-  everything. `head_diversity` counts every head, and a head that never wins (under eps = 0 it
-  gets no reconstruction gradient) stays where it was initialised, far from the data, which
-  inflates the diversity; read the two together.
+  everything. `head_diversity` counts every head: under eps = 0 a head learns only from the
+  images it wins (one that never wins stays where it started, far from the data), so the
+  diversity also grows with specialisation and with dead heads; read the two together.
 
 They are measured on one fixed batch of training images at the end of each epoch: one forward pass
 and two gradients of one layer, a small fraction of an epoch's cost.
