@@ -38,6 +38,11 @@ def test_head_diversity_averages_over_images():
     heads = np.concatenate([_constant_heads([0.1, 0.5]), _constant_heads([0.2, 0.4])])
     # Image 0: 0.4 / 0.1 = 4; image 1: 0.2 / 0.2 = 1.
     assert float(dg.head_diversity(images, heads, [0, 0])) == pytest.approx(2.5)
+    # Per image, against any best guess (the report's per-pixel one): 0.4 / 0.25, 0.2 / 0.25.
+    best = np.full((2, 4, 4, 1), 0.25, np.float32)
+    per_image = dg.per_image_head_diversity(images, heads, best).numpy()
+    np.testing.assert_allclose(per_image, [1.6, 0.8], rtol=1e-5)
+    np.testing.assert_array_equal(dg.per_image_head_diversity(images, heads[:, :1], best), [0, 0])
 
 
 def test_effective_heads_is_exp_of_the_winner_shares_entropy():

@@ -135,3 +135,50 @@ def test_heatmap_scale_centres_on_the_threshold_pixel_value(aggregate, threshold
     plain = reports.heatmap_scale(maps, threshold=float("inf"))
     assert plain.vmin == pytest.approx(np.percentile(maps, reports.LOW_PERCENTILE))
     assert plain.vmax == pytest.approx(np.percentile(maps, reports.HIGH_PERCENTILE))
+
+
+def test_the_examples_show_each_images_head_spread_and_the_runs_diagnostics(tmp_path, monkeypatch):
+    saved = {}
+    monkeypatch.setattr(reports, "_save", lambda fig, path: saved.setdefault("fig", fig) and path)
+    inputs = _inputs(n=2, k=3, c=1)
+    line = reports.run_summary_line(
+        {"adv_grad_share": 0.0912, "head_diversity": 0.84, "sharpness": 0.2, "epochs_measured": 20},
+        {"kept": "best_val", "epoch": 19, "val_recon": -2.0},
+    )
+    assert line == (
+        "adv_grad_share 0.0912, head_diversity 0.84, sharpness 0.2 (last epoch), "
+        "weights of epoch 19 (lowest val_recon)"
+    )
+    reports.plot_examples(
+        str(tmp_path / "examples.png"),
+        inputs["images"],
+        inputs["best"],
+        inputs["hypotheses"],
+        inputs["maps"],
+        inputs["scores"],
+        inputs["labels"],
+        inputs["ids"],
+        inputs["threshold"],
+        diversity=[0.5, 1.25],
+        run_line=line,
+    )
+    fig = saved["fig"]
+    # The run's line under the title, wrapped to the figure's width.
+    assert fig._suptitle.get_text().split("\n", 1)[1].replace("\n", " ") == line
+    # Two rows, the higher score first; each best guess says how far that image's heads differ.
+    first, second = (0, 1) if inputs["scores"][0] > inputs["scores"][1] else (1, 0)
+    rows = _grid(fig)
+    assert rows[0][1].get_title() == f"best\nheads differ {[0.5, 1.25][first]:.2f}"
+    assert rows[1][1].get_title() == f"heads differ {[0.5, 1.25][second]:.2f}"
+    assert reports.run_summary_line(None, {"kept": "last"}) is None
+    assert reports.run_summary_line({"effective_heads": 6.9}, None) == (
+        "effective_heads 6.9 (last epoch)"
+    )
+
+
+def _grid(fig):
+    """The example figure's axes as rows of (input, best, h0.., map) cells; the colour bar is
+    the last axes."""
+    cells = fig.axes[:-1]
+    columns = len(cells) // 2
+    return [cells[i : i + columns] for i in range(0, len(cells), columns)]

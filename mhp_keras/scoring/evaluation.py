@@ -166,9 +166,14 @@ def scores_csv(result: dict, threshold: float, normalized) -> str:
     return buffer.getvalue()
 
 
-def write_report(model, images, config, result: dict, threshold: float, report_dir: str) -> list:
-    """ROC, score histograms and an example grid of the most and least anomalous test images."""
+def write_report(
+    model, images, config, result: dict, threshold: float, report_dir: str, training=None
+) -> list:
+    """ROC, score histograms and an example grid of the most and least anomalous test images,
+    with every head, how far each image's heads differ, and (from `training`, the run's
+    metrics.json part) its mechanism diagnostics and kept epoch."""
     from mhp_keras.scoring import reports
+    from mhp_keras.training.diagnostics import per_image_head_diversity
 
     # Only the examples shown are decoded again, so a large test set is never held in memory.
     chosen = reports.select_examples(result["scores"], 8)
@@ -194,6 +199,14 @@ def write_report(model, images, config, result: dict, threshold: float, report_d
         "ids": [result["ids"][i] for i in chosen],
         "masks": [own(row, "mask")[..., 0] for row in rows] if images.has_masks else None,
     }
+    if whole:
+        examples["diversity"] = [
+            float(per_image_head_diversity(image[None], heads[None], best[None])[0])
+            for image, heads, best in zip(
+                examples["images"], examples["hypotheses"], examples["best"], strict=True
+            )
+        ]
+    training = training or {}
     return reports.write_report(
         report_dir,
         labels=result["labels"],
@@ -207,6 +220,7 @@ def write_report(model, images, config, result: dict, threshold: float, report_d
             aggregate=model.score_aggregate,
             topk_fraction=model.topk_fraction,
         ),
+        run_line=reports.run_summary_line(training.get("mechanism"), training.get("weights")),
     )
 
 
@@ -214,8 +228,12 @@ def _sizes(outs) -> list[tuple[int, int]]:
     return [tuple(int(v) for v in out["map_size"][0]) for out in outs]
 
 
-def evaluate(model, data, config, workdir: str, threshold: float | None = None) -> dict:
-    """Scores the test split, writes `scores.csv` and the report, returns the metrics."""
+def evaluate(
+    model, data, config, workdir: str, threshold: float | None = None, training=None
+) -> dict:
+    """Scores the test split, writes `scores.csv` and the report, returns the metrics.
+    `training` (the run's mechanism diagnostics and kept epoch, as in metrics.json) goes into the
+    report's example figure."""
     if threshold is None or not np.isfinite(threshold):
         values, source = calibrate(model, data.val, config)
     else:
@@ -251,7 +269,13 @@ def evaluate(model, data, config, workdir: str, threshold: float | None = None) 
     )
     if config.eval.report:
         out["report"] = write_report(
-            model, data.test, config, result, threshold, os.path.join(workdir, "report")
+            model,
+            data.test,
+            config,
+            result,
+            threshold,
+            os.path.join(workdir, "report"),
+            training,
         )
     return out
 

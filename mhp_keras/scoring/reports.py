@@ -14,6 +14,7 @@ no heat, and the region's edge is outlined, so what was scored is visible.
 from __future__ import annotations
 
 import os
+import textwrap
 
 import matplotlib
 
@@ -264,8 +265,14 @@ def plot_examples(
     masks=None,
     n: int = 8,
     norm: mcolors.Normalize | None = None,
+    diversity=None,
+    run_line: str | None = None,
 ) -> str:
     """One row per example: input, best hypothesis, all K hypotheses, heatmap overlay, [mask].
+
+    `diversity` (per example, or None) labels each best guess with how far that image's heads
+    differ from each other, over the best guess's error (`per_image_head_diversity`);
+    `run_line` is a second title line, the run's mechanism diagnostics (`run_summary_line`).
 
     Rows are the most anomalous then the least anomalous images (`select_examples`). Every row
     shares one heat-map scale: `norm` (the split's `heatmap_scale`), or without it
@@ -295,11 +302,30 @@ def plot_examples(
             title = names[col] if row == 0 else None
             if col == 0:
                 title = _row_title(ids[i], scores[i], labels[i], threshold)
+            elif col == 1 and diversity is not None and k > 1:
+                title = "\n".join(filter(None, [title, f"heads differ {diversity[i]:.2f}"]))
             _show(axes[row, col], picture, title)
     colourbar = ScalarMappable(norm=norm, cmap=HEATMAP_CMAP)
     fig.colorbar(colourbar, ax=axes, shrink=0.6, label="anomaly map (pixel score)")
-    fig.suptitle(f"Most (top) and least anomalous test images; threshold {threshold:.4g}")
+    title = f"Most (top) and least anomalous test images; threshold {threshold:.4g}"
+    # Wrapped to the figure's width (about 9 title characters an inch), which a grid of few
+    # heads keeps narrow.
+    width = max(40, int(fig.get_figwidth() * 9))
+    lines = [title, *textwrap.wrap(run_line or "", width)]
+    fig.suptitle("\n".join(lines))
     return _save(fig, path)
+
+
+def run_summary_line(mechanism: dict | None, weights: dict | None) -> str | None:
+    """The run's mechanism diagnostics (the last epoch's) and the kept epoch, as one line for the
+    example figure; None when the run recorded neither."""
+    names = ("adv_grad_share", "head_diversity", "effective_heads", "sharpness")
+    parts = [f"{n} {mechanism[n]:.3g}" for n in names if (mechanism or {}).get(n) is not None]
+    if parts:
+        parts[-1] += " (last epoch)"
+    if (weights or {}).get("kept") == "best_val":
+        parts.append(f"weights of epoch {weights['epoch']} (lowest val_recon)")
+    return ", ".join(parts) or None
 
 
 def write_report(
@@ -310,6 +336,7 @@ def write_report(
     threshold: float,
     examples: dict,
     norm: mcolors.Normalize,
+    run_line: str | None = None,
 ) -> list[str]:
     """Writes roc.png, histogram.png and examples.png under `report_dir`; returns their paths.
 
@@ -322,6 +349,10 @@ def write_report(
         plot_roc(os.path.join(report_dir, "roc.png"), labels, scores),
         plot_score_histogram(os.path.join(report_dir, "histogram.png"), labels, scores, threshold),
         plot_examples(
-            os.path.join(report_dir, "examples.png"), threshold=threshold, norm=norm, **examples
+            os.path.join(report_dir, "examples.png"),
+            threshold=threshold,
+            norm=norm,
+            run_line=run_line,
+            **examples,
         ),
     ]

@@ -47,18 +47,25 @@ def head_diversity(images, hypotheses, winner):
     images [B, h, w, C], hypotheses [B, K, h, w, C], winner [B] (the best head per image).
     0 for K = 1.
     """
+    hypotheses = tf.cast(hypotheses, tf.float32)
+    best = tf.gather(hypotheses, tf.cast(winner, tf.int32), axis=1, batch_dims=1)
+    return tf.reduce_mean(per_image_head_diversity(images, hypotheses, best))
+
+
+def per_image_head_diversity(images, hypotheses, best):
+    """Per image [B]: the mean pairwise RMS distance between its heads over the RMS error of
+    `best` (its best guess [B, h, w, C]); zeros for K = 1."""
     images = tf.cast(images, tf.float32)
     hypotheses = tf.cast(hypotheses, tf.float32)
     k = hypotheses.shape[1]
     if k is None or k < 2:
-        return tf.constant(0.0)
+        return tf.zeros(tf.shape(images)[:1])
     pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
     distances = tf.stack(
         [_rms(hypotheses[:, i] - hypotheses[:, j], [1, 2, 3]) for i, j in pairs], axis=1
     )
-    best = tf.gather(hypotheses, tf.cast(winner, tf.int32), axis=1, batch_dims=1)
-    error = _rms(images - best, [1, 2, 3])
-    return tf.reduce_mean(tf.reduce_mean(distances, axis=1) / (error + TINY))
+    error = _rms(images - tf.cast(best, tf.float32), [1, 2, 3])
+    return tf.reduce_mean(distances, axis=1) / (error + TINY)
 
 
 def head_shares(logs) -> list[float]:

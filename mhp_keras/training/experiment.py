@@ -384,7 +384,7 @@ def _run(config, workdir: str, mode: str, strategy: str, overwrite: bool) -> dic
         return summary
     start = time.perf_counter()
     threshold = float(model.threshold.numpy())
-    metrics = evaluate(model, data, config, workdir, threshold=threshold)
+    metrics = evaluate(model, data, config, workdir, threshold=threshold, training=summary)
     timings["eval_seconds"] = time.perf_counter() - start
     metrics.update(summary)
     metrics.update(
