@@ -190,12 +190,13 @@ def _scores(runs: list[dict]) -> list[float]:
 
 def _class_means(per_class: dict[str, list[dict]]) -> dict[str, float]:
     """{class: mean image AUROC over its seeds} for the classes with at least one defined run."""
-    return {name: float(np.mean(_scores(r))) for name, r in per_class.items() if _scores(r)}
+    scores = {name: _scores(runs) for name, runs in per_class.items()}
+    return {name: float(np.mean(values)) for name, values in scores.items() if values}
 
 
 def _seed_spread(per_class: dict[str, list[dict]]) -> float | None:
     """The mean over classes of the std over seeds, where a class has two or more seeds."""
-    spreads = [float(np.std(_scores(r))) for r in per_class.values() if len(_scores(r)) > 1]
+    spreads = [float(np.std(v)) for v in map(_scores, per_class.values()) if len(v) > 1]
     return float(np.mean(spreads)) if spreads else None
 
 
