@@ -75,9 +75,12 @@ def test_mdn_variants_mix_and_the_others_compete(text, mixture):
     assert ablation.parse_variant(text).apply(config).loss.mixture == mixture
 
 
-@pytest.mark.parametrize("text, eps", [("mhp-8", 0.05), ("mhp-wta-8", 0.0), ("conad-8", 0.05)])
-def test_mhp_is_the_relaxed_wta_and_mhp_wta_the_hard_one(text, eps):
-    # The paper's names: MHP (Rupprecht et al.) relaxes the WTA by eps, MHP-WTA has eps = 0.
+@pytest.mark.parametrize(
+    "text, eps", [("mhp-8", 0.05), ("mhp-wta-8", 0.0), ("conad-8", 0.0), ("conad-2", 0.0)]
+)
+def test_mhp_is_the_relaxed_wta_and_mhp_wta_and_conad_the_hard_one(text, eps):
+    # The paper's names: MHP (Rupprecht et al.) relaxes the WTA by eps, MHP-WTA has eps = 0, and
+    # ConAD's eq. (2) gives the NLL to the best hypothesis only, whatever the config's eps.
     assert ablation.parse_variant(text).apply(base_config()).loss.eps == pytest.approx(eps)
 
 

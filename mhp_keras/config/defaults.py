@@ -78,6 +78,9 @@ def _model_section() -> ml_collections.ConfigDict:
     s.logvar_max = 2.0
     s.disc_base_filters = 32
     s.minibatch_std = True  # discriminator batch statistic against collapsed heads
+    # Minibatch discrimination (Salimans et al. 2016): D's learnt closeness features, this many,
+    # within each group under loss.adv_hypotheses=group, else over the batch (0 = none).
+    s.minibatch_kernels = 0
     s.fused_heads = True  # all heads as one convolution (identical maths, faster)
     return s
 

@@ -23,6 +23,7 @@ VALUES_BEFORE = {
     "score.roi": "none",
     "score.roi_margin": 2,
     "train.keep_weights": "last",
+    "model.minibatch_kernels": 0,
 }
 
 

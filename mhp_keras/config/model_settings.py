@@ -42,6 +42,7 @@ CONFIG_KEYS = {
     "logvar_max": "model.logvar_max",
     "disc_base_filters": "model.disc_base_filters",
     "minibatch_std": "model.minibatch_std",
+    "minibatch_kernels": "model.minibatch_kernels",
     "fused_heads": "model.fused_heads",
     "wta": "loss.wta",
     "eps": "loss.eps",
@@ -101,6 +102,7 @@ RULES: dict[str, Rule] = {
     "max_filters": (lambda v, _: _is_int(v) and v >= 1, "an integer >= 1"),
     "dense_units": (lambda v, _: _is_int(v) and v >= 0, "an integer >= 0 (0 = no dense layer)"),
     "disc_base_filters": (lambda v, _: _is_int(v) and v >= 1, "an integer >= 1"),
+    "minibatch_kernels": (lambda v, _: _is_int(v) and v >= 0, "an integer >= 0 (0 = none)"),
     "logvar_min": (
         lambda v, values: _is_number(v) and v < values["logvar_max"],
         "a number below logvar_max",

@@ -37,6 +37,7 @@ ENCODER_ARGS = (*_IMAGE, "latent_dim", "base_filters", "max_filters", "dense_uni
 DECODER_ARGS = (*ENCODER_ARGS[:3], "hypotheses", *ENCODER_ARGS[3:], "logvar_min", "logvar_max")
 DECODER_ARGS += ("fused_heads", "head_channel_layout")
 DISC_ARGS = (*_IMAGE, "disc_base_filters", "max_filters", "minibatch_std", "disc_group_size")
+DISC_ARGS += ("minibatch_kernels",)
 
 
 # How each argument is stored (the strings are stored as given).
@@ -82,6 +83,10 @@ class ConAD(ConADScoring, keras.Model):
             [model.disc_base_filters].
         minibatch_std: give the discriminator a minibatch-stddev feature, against heads that
             collapse onto one output [model.minibatch_std].
+        minibatch_kernels: give the discriminator this many minibatch-discrimination features
+            (Salimans et al. 2016), learnt closeness within each group of one input's hypotheses
+            under adv_hypotheses="group", else over the batch; 0 = none
+            [model.minibatch_kernels].
         fused_heads: compute all heads as one convolution (identical maths, faster)
             [model.fused_heads].
         head_channel_layout: how the fused heads' channels are ordered: "blocked" (current) or
@@ -143,6 +148,7 @@ class ConAD(ConADScoring, keras.Model):
         logvar_max=DEFAULTS["logvar_max"],
         disc_base_filters=DEFAULTS["disc_base_filters"],
         minibatch_std=DEFAULTS["minibatch_std"],
+        minibatch_kernels=DEFAULTS["minibatch_kernels"],
         fused_heads=DEFAULTS["fused_heads"],
         head_channel_layout="blocked",
         wta=DEFAULTS["wta"],
@@ -210,7 +216,7 @@ class ConAD(ConADScoring, keras.Model):
 
     @property
     def disc_group_size(self) -> int:  # D's feature groups: K, or 0 (the whole batch)
-        return self.hypotheses if self.adv_hypotheses == "group" and self.minibatch_std else 0
+        return self.hypotheses if self.adv_hypotheses == "group" else 0
 
     def _sub_model(self, given, build, arguments):
         """`given`, or the sub-model `build` makes from these settings of this model."""

@@ -26,7 +26,8 @@ class Variant:
     `hypotheses`: model.hypotheses, or None to keep the config's. `adversarial`: False trains no
     discriminator (loss.adv_weight = 0), True keeps the config's loss.adv_weight (which must then
     be > 0), None keeps the config as it is. `eps`: loss.eps, or None to keep the config's (the
-    paper's MHP is the eps-relaxed WTA of Rupprecht et al., its MHP-WTA the hard one, eps = 0).
+    paper's MHP is the eps-relaxed WTA of Rupprecht et al., its MHP-WTA and ConAD the hard one,
+    eps = 0).
     `mixture`: loss.mixture ("mdn" for the paper's MDN-H and MDN+ConAD-H), or None to keep it.
     """
 
@@ -76,7 +77,10 @@ def parse_variant(text: str) -> Variant:
             f"eval.variants: {text.strip()!r} has {hypotheses} hypotheses, but H must be >= 2; "
             f"with one hypothesis that model is {single!r}."
         )
-    eps = 0.0 if prefix == "mhp-wta" else None
+    # The paper's ConAD trains its heads by the hard WTA: "only the best matching hypothesis
+    # receives all of the learning signals from the NLL-loss" (its eq. (2)); D, not eps, keeps
+    # the losing heads in realistic regions. MHP-H is the eps-relaxed form (the config's eps).
+    eps = 0.0 if prefix in ("mhp-wta", "conad") else None
     # Every variant states its mixture, so a config's loss.mixture=mdn cannot turn ConAD into MDN.
     mix = "mdn" if prefix.startswith("mdn") else "wta"
     return Variant(f"{prefix}-{hypotheses}", hypotheses, adversarial, eps=eps, mixture=mix)

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Pilot: ConAD-2 with the paper's hypotheses discrimination given Salimans et al.'s learnt
+# minibatch-discrimination features (loss.adv_hypotheses=group, model.minibatch_kernels=32) on
+# the first classes of the CIFAR-10 dev table, paired (same seed, data and epochs) with the
+# table's ConAD-2 (sample) and results/pilot_group (group, stddev feature only):
+# docs/results.md#hypotheses-discrimination-with-learnt-features.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+data=${DATA:-../shared/data/cifar10-dev}
+python train_main.py --config=configs/cifar10_folders.py "--config.data.root=$data" \
+    --config.train.epochs=20 --mode=ablation --seeds=1 --config.eval.variants=conad-2 \
+    --config.loss.adv_hypotheses=group --config.model.minibatch_kernels=32 \
+    --config.eval.classes=${CLASSES:-airplane,automobile,bird,cat,deer} \
+    --workdir=${WORKDIR:-results/pilot_minibatch}
