@@ -74,6 +74,19 @@ def test_sharpness_compares_the_best_guess_with_the_input():
     assert float(dg.sharpness(images, flat)) == 0.0
 
 
+def test_head_sharpness_is_each_heads_energy_over_the_inputs():
+    rng = np.random.default_rng(5)
+    images = rng.random((2, 8, 8, 1)).astype(np.float32)
+    checker = (np.indices((8, 8)).sum(axis=0) % 2).astype(np.float32)[None, :, :, None]
+    checker = np.repeat(checker, 2, axis=0)
+    heads = np.stack([images, 0.5 * images + 0.2, checker], axis=1)  # [B, K=3, h, w, C]
+    got = dg.head_sharpness(images, heads).numpy()
+    # The checkerboard: every one of the 2 x 8 x 7 neighbouring pairs differs by 1.
+    expected = 2 * (2 * 8 * 7) / sum(float(dg.gradient_energy(images)[i]) for i in range(2))
+    np.testing.assert_allclose(got, [1.0, 0.25, expected], rtol=1e-5)
+    assert got[2] > 2.0  # a pattern, far above its inputs' energy
+
+
 def test_global_norm_skips_missing_gradients():
     grads = [tf.constant([3.0]), None, tf.constant([[4.0]])]
     assert float(dg.global_norm(grads)) == pytest.approx(5.0)

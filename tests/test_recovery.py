@@ -244,6 +244,16 @@ def test_health_says_when_the_discriminator_does_not_reach_the_generator():
     assert "Raise config.loss.adv_weight" in message and "epoch 6" in message
 
 
+def test_health_says_when_a_head_draws_a_pattern():
+    health = TrainingHealth(adversarial=True, head_sharpness_limit=2.0, patience=2)
+    images = {"d_acc_real": 0.8, "d_acc_fake": 0.8, "head_sharpness_max": 0.4}
+    pattern = dict(images, head_sharpness_max=16.8)
+    feed_health(health, [images] * 3 + [pattern] + [images] + [pattern] * 2)
+    (message,) = health.warnings
+    assert "16.8 times the inputs' high-frequency energy" in message and "epoch 7" in message
+    assert "raise config.loss.eps" in message
+
+
 def test_a_dominant_discriminator_that_does_not_reach_the_generator_is_not_weakened():
     # D wins everything yet its gradient is negligible: the advice is to weigh it more.
     health = TrainingHealth(adversarial=True, d_acc_limit=0.95, adv_share_limit=0.01, patience=2)

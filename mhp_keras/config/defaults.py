@@ -141,6 +141,9 @@ def _train_section() -> ml_collections.ConfigDict:
     # ... or the discriminator's gradient share (adv_grad_share, training/diagnostics.py) below
     # this: D does not reach the generator.
     s.health_adv_share = 0.01
+    # ... or a head with more than this many times the inputs' high-frequency energy
+    # (head_sharpness_max): it draws a pattern, not an image.
+    s.health_head_sharpness = 2.0
     s.health_epochs = 5
     s.verbose = 2  # keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch
     return s

@@ -29,7 +29,13 @@ from mhp_keras.scoring.defect_sizes import THIRDS
 TABLE_METRICS = ("image_auroc", "image_ap", "pixel_auroc", "aupro")
 # The last epoch's mechanism diagnostics (training/diagnostics.py), summarised per variant: whether
 # the discriminator reaches the generator, how far the heads differ, how sharp the best guess is.
-MECHANISM_METRICS = ("adv_grad_share", "head_diversity", "sharpness", "effective_heads")
+MECHANISM_METRICS = (
+    "adv_grad_share",
+    "head_diversity",
+    "sharpness",
+    "effective_heads",
+    "head_sharpness_max",
+)
 # Per third of the defects' areas (scoring/defect_sizes.py), with masks: are small defects found?
 DEFECT_SIZE_METRICS = tuple(
     f"{metric}_{third}" for metric in ("image_auroc", "aupro") for third in THIRDS

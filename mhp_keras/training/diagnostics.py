@@ -34,7 +34,7 @@ import tensorflow as tf
 
 # Guards the ratios against an exactly-zero denominator (a constant image, a perfect head).
 TINY = 1e-12
-NAMES = ("adv_grad_share", "head_diversity", "sharpness", "effective_heads")
+NAMES = ("adv_grad_share", "head_diversity", "sharpness", "effective_heads", "head_sharpness_max")
 
 
 def _rms(x, axes):
@@ -100,6 +100,20 @@ def sharpness(images, best):
     return tf.reduce_sum(gradient_energy(best)) / (tf.reduce_sum(gradient_energy(images)) + TINY)
 
 
+def head_sharpness(images, hypotheses):
+    """Each head's high-frequency energy over the inputs', on the whole batch: [K].
+
+    images [B, h, w, C], hypotheses [B, K, h, w, C]. A realistic head stays near or below 1 (a
+    blurred reconstruction well below); a head that draws a pattern rather than an image (the
+    checkerboards of heads trained by D alone, docs/results.md#d-at-equal-relaxation) is many
+    times above it, and raises `head_diversity` without being a useful hypothesis.
+    """
+    hypotheses = tf.cast(hypotheses, tf.float32)
+    k = hypotheses.shape[1]
+    heads = tf.stack([tf.reduce_sum(gradient_energy(hypotheses[:, i])) for i in range(k)])
+    return heads / (tf.reduce_sum(gradient_energy(images)) + TINY)
+
+
 def global_norm(grads) -> tf.Tensor:
     present = [tf.cast(g, tf.float32) for g in grads if g is not None]
     return tf.linalg.global_norm(present) if present else tf.constant(0.0)
@@ -113,8 +127,9 @@ def last_shared_layer(decoder: keras.Model):
 
 
 class MechanismDiagnostics(keras.callbacks.Callback):
-    """Adds `adv_grad_share`, `head_diversity`, `sharpness` and (from the epoch's winner shares)
-    `effective_heads` to every epoch's logs.
+    """Adds `adv_grad_share`, `head_diversity`, `sharpness`, `head_sharpness_max` (the sharpest
+    head's `head_sharpness`) and (from the epoch's winner shares) `effective_heads` to every
+    epoch's logs.
 
     Put it before the loggers (CSVLogger, TensorBoard) in the callback list so that they record
     the values. `images` is a fixed batch of training images, float [B, h, w, C] in [0, 1].
@@ -145,11 +160,12 @@ class MechanismDiagnostics(keras.callbacks.Callback):
             "adv_grad_share": adv_norm / (nll_norm + TINY),
             "head_diversity": head_diversity(images, scored["hypotheses"], _image_winner(scored)),
             "sharpness": sharpness(images, scored["best_hypothesis"]),
+            "head_sharpness_max": tf.reduce_max(head_sharpness(images, scored["hypotheses"])),
         }
 
     def measure(self, adv_scale=None) -> dict:
-        """The three values on the fixed batch; `adv_scale` is lambda (default: the model's
-        fixed adv_weight)."""
+        """The values on the fixed batch; `adv_scale` is lambda (default: the model's fixed
+        adv_weight)."""
         scale = self.model.adv_weight if adv_scale is None else adv_scale
         values = self._measure(self.images, tf.constant(float(scale), tf.float32))
         return {name: float(value) for name, value in values.items()}

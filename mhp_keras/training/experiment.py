@@ -144,6 +144,7 @@ def training_callbacks(config, workdir: str, data, chief: bool):
         head_share_limit=t.health_head_share,
         patience=t.health_epochs,
         adv_share_limit=t.health_adv_share,
+        head_sharpness_limit=t.health_head_sharpness,
     )
     # First, so that every logger sees the epoch's examples_per_sec.
     callbacks = [

@@ -1,10 +1,12 @@
 """Training health in plain words: warnings about an adversarial game or a set of hypotheses that
 has stopped working, while the losses still look finite.
 
-Two failures show in the epoch logs long before anything becomes NaN: the discriminator wins
+Failures show in the epoch logs long before anything becomes NaN: the discriminator wins
 almost every decision (it then gives the generator no useful gradient, and in the runs that
 diverged its accuracy sat near 1.0 for epochs first), and one hypothesis wins almost every image
-(the other heads then learn almost nothing, which defeats the multiple hypotheses). The callback
+(the other heads then learn almost nothing, which defeats the multiple hypotheses); D's
+gradient can be negligible beside the NLL's; and a head can draw a pattern instead of an image
+(`head_sharpness_max`, from the mechanism diagnostics). The callback
 says each once, with the setting to change, and adds the signals to the epoch logs so that
 TensorBoard and history.csv carry them.
 """
@@ -46,16 +48,18 @@ class TrainingHealth(keras.callbacks.Callback):
         head_share_limit: float = _TRAIN.health_head_share,
         patience: int = _TRAIN.health_epochs,
         adv_share_limit: float = _TRAIN.health_adv_share,
+        head_sharpness_limit: float = _TRAIN.health_head_sharpness,
     ):
         super().__init__()
         self.adversarial = adversarial
         self.d_acc_limit = float(d_acc_limit)
         self.head_share_limit = float(head_share_limit)
         self.adv_share_limit = float(adv_share_limit)
+        self.head_sharpness_limit = float(head_sharpness_limit)
         self._last_share: float | None = None  # the epoch's adv_grad_share, when measured
         self.patience = int(patience)
         self.warnings: list[str] = []
-        self._streaks = {"discriminator": 0, "heads": 0, "reach": 0}
+        self._streaks = {"discriminator": 0, "heads": 0, "reach": 0, "pattern": 0}
         self._said: set[str] = set()
 
     def _reach(self, epoch: int, logs: dict, settled: bool) -> None:
@@ -74,6 +78,24 @@ class TrainingHealth(keras.callbacks.Callback):
                 f"{self.adv_share_limit:g}), so the heads train as a plain VAE's. Raise "
                 "config.loss.adv_weight (e.g. 10x), and use config.loss.adv_balance=adaptive "
                 "if it is fixed."
+            ),
+        )
+
+    def _pattern(self, epoch: int, logs: dict, settled: bool) -> None:
+        """The warning that a head draws a pattern, not an image (`head_sharpness_max`)."""
+        value = logs.get("head_sharpness_max")
+        if value is None:
+            return
+        value = float(value)
+        self._observe(
+            "pattern",
+            settled and value > self.head_sharpness_limit,
+            lambda epochs: (
+                f"Training health: a hypothesis has drawn {value:.1f} times the inputs' "
+                f"high-frequency energy for {epochs} epochs (epoch {epoch + 1}, limit "
+                f"{self.head_sharpness_limit:g}): a pattern, not an image. Under the hard WTA a "
+                "head that never wins is trained by the discriminator alone; raise "
+                "config.loss.eps (e.g. 0.05) so that every head also learns the images."
             ),
         )
 
@@ -103,6 +125,7 @@ class TrainingHealth(keras.callbacks.Callback):
         # nearly everything for a few epochs (seen in healthy demo runs) before it evens out.
         settled = epoch >= self.patience
         self._reach(epoch, logs, settled)
+        self._pattern(epoch, logs, settled)
         accuracy = d_accuracy(logs) if self.adversarial else None
         if accuracy is not None:
             logs[D_ACC_KEY] = accuracy

@@ -85,14 +85,17 @@ def keep_epochs_before(workdir: str, initial_epoch: int) -> int:
 
 
 def mechanism(callbacks, rows: list[dict]) -> dict | None:
-    """The last epoch's mechanism diagnostics (adv_grad_share, head_diversity, sharpness and
-    effective_heads): from history.csv, which has every epoch even when this process resumed a
-    finished run, else from this process's callback. effective_heads is derived from the row's
-    winner shares, so runs logged before it existed have it too."""
+    """The last epoch's mechanism diagnostics (adv_grad_share, head_diversity, sharpness,
+    head_sharpness_max where logged, and effective_heads): from history.csv, which has every
+    epoch even when this process resumed a finished run, else from this process's callback.
+    effective_heads is derived from the row's winner shares, so runs logged before it existed
+    have it too."""
     names = ("adv_grad_share", "head_diversity", "sharpness")
     measured = [r for r in rows if all(r.get(n) is not None for n in names)]
     if measured:
         last = {n: measured[-1][n] for n in names}
+        if measured[-1].get("head_sharpness_max") is not None:  # logged since 2026-12-05
+            last["head_sharpness_max"] = measured[-1]["head_sharpness_max"]
         used = effective_heads(head_shares(measured[-1]))
         if used is not None:
             last["effective_heads"] = used
