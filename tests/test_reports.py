@@ -174,6 +174,9 @@ def test_the_examples_show_each_images_head_spread_and_the_runs_diagnostics(tmp_
     assert reports.run_summary_line({"effective_heads": 6.9}, None) == (
         "effective_heads 6.9 (last epoch)"
     )
+    assert reports.run_summary_line({"sharpness": 0.29, "head_sharpness_max": 16.8}, None) == (
+        "sharpness 0.29, head_sharpness_max 16.8 (last epoch)"
+    )
 
 
 def _grid(fig):

@@ -319,7 +319,13 @@ def plot_examples(
 def run_summary_line(mechanism: dict | None, weights: dict | None) -> str | None:
     """The run's mechanism diagnostics (the last epoch's) and the kept epoch, as one line for the
     example figure; None when the run recorded neither."""
-    names = ("adv_grad_share", "head_diversity", "effective_heads", "sharpness")
+    names = (
+        "adv_grad_share",
+        "head_diversity",
+        "effective_heads",
+        "sharpness",
+        "head_sharpness_max",
+    )
     parts = [f"{n} {mechanism[n]:.3g}" for n in names if (mechanism or {}).get(n) is not None]
     if parts:
         parts[-1] += " (last epoch)"
