@@ -221,3 +221,31 @@ def test_predict_positional_arguments(paths):
     args = [f"--saved_model={paths['fake']}", f"--input={paths['images']}", "extra"]
     message = error_paragraph(run(predict_command(*args), timeout=300))
     assert "unexpected arguments ['extra']" in message
+
+
+def test_output_folders_are_created_once_by_racing_processes_and_never_taken_for_files(tmp_path):
+    # The workers of a multi-worker run create the same new workdir at once; checking for a
+    # folder and then for a file once took a folder made in between for a file.
+    import threading
+
+    from mhp_keras.cli.exits import ensure_output_dir
+    from mhp_keras.errors import UserError
+
+    target, errors = tmp_path / "a" / "run", []
+
+    def create():
+        try:
+            ensure_output_dir("--workdir", str(target))
+        except UserError as e:
+            errors.append(str(e))
+
+    threads = [threading.Thread(target=create) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and target.is_dir()
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(UserError, match=f"--workdir={a_file} is a file; expected a folder"):
+        ensure_output_dir("--workdir", str(a_file))

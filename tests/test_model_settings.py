@@ -69,6 +69,7 @@ BAD_VALUES = {
     "resize": "stretch",
     "roi": "mask",  # without a roi_mask
     "roi_margin": -1,
+    "minibatch_kernels": -1,
 }
 
 

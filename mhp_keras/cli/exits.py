@@ -38,17 +38,20 @@ def sentences(*parts: str) -> str:
 
 
 def ensure_output_dir(flag: str, path: str) -> None:
-    """Creates folder `path` (with its parents) or raises a `UserError` saying why it cannot."""
-    if os.path.isdir(path):
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise UserError(f"{flag}={path} is not writable; expected a folder you can write to.")
-        return
-    if os.path.exists(path):
-        raise UserError(f"{flag}={path} is a file; expected a folder (or a new path).")
+    """Creates folder `path` (with its parents) or raises a `UserError` saying why it cannot.
+
+    Creating first and asking afterwards keeps this right when several processes start on the
+    same new folder (the workers of a multi-worker run): checking for a folder and then for a
+    file would take one that another process created in between for a file.
+    """
     try:
         os.makedirs(path, exist_ok=True)
+    except FileExistsError:  # exist_ok covers folders only: something else is there
+        raise UserError(f"{flag}={path} is a file; expected a folder (or a new path).") from None
     except OSError as e:
         raise UserError(
             f"{flag}={path}: the folder cannot be created ({e.strerror}); expected a folder you "
             "can write to, or a new path inside one."
         ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"{flag}={path} is not writable; expected a folder you can write to.")

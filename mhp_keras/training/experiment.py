@@ -138,14 +138,9 @@ def training_callbacks(config, workdir: str, data, chief: bool):
     first, so that what writes files and logs sees them). Returns (callbacks, guard, health)."""
     t = config.train
     guard = cb.DivergenceGuard(spike_factor=t.spike_factor)
-    health = TrainingHealth(
-        adversarial=config.loss.adv_weight > 0,
-        d_acc_limit=t.health_d_acc,
-        head_share_limit=t.health_head_share,
-        patience=t.health_epochs,
-        adv_share_limit=t.health_adv_share,
-        head_sharpness_limit=t.health_head_sharpness,
-    )
+    limits = dict(d_acc_limit=t.health_d_acc, head_share_limit=t.health_head_share)
+    limits |= dict(adv_share_limit=t.health_adv_share, head_sharpness_limit=t.health_head_sharpness)
+    health = TrainingHealth(config.loss.adv_weight > 0, patience=t.health_epochs, **limits)
     # First, so that every logger sees the epoch's examples_per_sec.
     callbacks = [
         guard,
