@@ -3,6 +3,8 @@
 # every variant of the paper's table, then seed 1 of the three the table reports with two seeds.
 # Finished runs (a metrics.json with the same config, kept in git) are reused; a killed run
 # resumes from its last epoch where its backup is still on this machine, else it starts again.
+# ConAD-H is the paper's hard WTA (loss.eps=0) since commit 3183a3e; the relaxed ConAD runs
+# made before it are in results/relaxed_conad/ and are never reused here.
 # Needs the development data in ../shared/data/cifar10-dev beside the repository (or DATA=...).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -4,6 +4,9 @@
 # the first classes of the CIFAR-10 dev table, paired (same seed, data and epochs) with the
 # table's ConAD-2 (sample) and results/pilot_group (group, stddev feature only):
 # docs/results.md#hypotheses-discrimination-with-learnt-features.
+# Made with the relaxed ConAD-2 (loss.eps=0.05), before ConAD-H became the paper's hard WTA
+# (commit 3183a3e). On later code this command trains the hard-WTA ConAD-2 in new runs: it never
+# reuses these records. To reproduce them, check out 3183a3e and let conad-H keep the config's eps (the one-line `eps = ...` in mhp_keras/studies/variants.py).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 data=${DATA:-../shared/data/cifar10-dev}

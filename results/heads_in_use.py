@@ -1,0 +1,92 @@
+"""Which heads of a trained run are in use, and how they differ: the figures behind
+docs/results.md#d-at-equal-relaxation.
+
+`head_diversity` (the training diagnostic) averages over every pair of heads, so a head that
+never wins and drifts anywhere (a checkerboard, a dark blob) raises it as much as two useful,
+different heads. This reads a finished run's `model.keras`, scores its normal class's test
+images (`<data.root>/test/<class>/`, as configs/cifar10_folders.py lays them out) with
+`ConAD.analyze`, and reports per run: every head's share of wins, the diversity over all heads
+and over the heads *in use* (winning at least `--min_share` of the images), and the sharpness of
+the best guess and of the heads in use (high-frequency energy over the inputs').
+
+    python results/heads_in_use.py results/cifar10_dev/conad-8/class_airplane/seed_0 ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def images_of(run: str, limit: int) -> np.ndarray:
+    from PIL import Image
+
+    with open(os.path.join(run, "config.json")) as f:
+        config = json.load(f)
+    root, normal = config["data"]["root"], config["data"]["normal_class"]
+    if not os.path.isabs(root):  # stored relative to the repository the study ran from
+        root = os.path.join(os.path.dirname(__file__), "..", root)
+    files = sorted(glob.glob(os.path.join(root, "test", normal, "*")))[:limit]
+    if not files:
+        raise SystemExit(f"{run}: no test images of class {normal!r} under {root}/test/")
+    return np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) / 255 for f in files])
+
+
+def energy(x: np.ndarray) -> np.ndarray:
+    """Per image: the summed squared finite differences (as the training diagnostic)."""
+    dy, dx = np.diff(x, axis=-3), np.diff(x, axis=-2)
+    axes = tuple(range(x.ndim - 3, x.ndim))
+    return (dy**2).sum(axis=axes) + (dx**2).sum(axis=axes)
+
+
+def describe(run: str, limit: int, min_share: float) -> dict:
+    import mhp_keras
+
+    model = mhp_keras.load_model(os.path.join(run, "model.keras"))
+    images = images_of(run, limit)
+    out = model.analyze(images)
+    heads = np.asarray(out["hypotheses"])  # [B, K, h, w, C]
+    winner = np.asarray(out["winner_index"])
+    k = heads.shape[1]
+    shares = np.bincount(winner, minlength=k) / len(winner)
+    in_use = [i for i in range(k) if shares[i] >= min_share]
+    best = heads[np.arange(len(winner)), winner]
+    error = np.sqrt(((images - best) ** 2).mean(axis=(1, 2, 3)))
+
+    def diversity(ids):
+        pairs = [(i, j) for i in ids for j in ids if i < j]
+        if not pairs:
+            return 0.0
+        d = [np.sqrt(((heads[:, i] - heads[:, j]) ** 2).mean(axis=(1, 2, 3))) for i, j in pairs]
+        return float(np.mean(np.mean(d, axis=0) / (error + 1e-8)))
+
+    ref = energy(images).sum()
+    return {
+        "run": run,
+        "win_shares": [round(float(s), 3) for s in shares],
+        "heads_in_use": len(in_use),
+        "diversity_all": diversity(range(k)),
+        "diversity_in_use": diversity(in_use),
+        "sharpness_best": float(energy(best).sum() / ref),
+        "sharpness_per_head": [round(float(energy(heads[:, i]).sum() / ref), 3) for i in range(k)],
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="finished run folders (with model.keras)")
+    parser.add_argument("--limit", type=int, default=500, help="test images of the normal class")
+    parser.add_argument("--min_share", type=float, default=0.02, help="a head in use wins this")
+    args = parser.parse_args()
+    for run in args.runs:
+        print(json.dumps(describe(run, args.limit, args.min_share)))
+
+
+if __name__ == "__main__":
+    main()
