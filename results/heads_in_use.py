@@ -38,43 +38,32 @@ def images_of(run: str, limit: int) -> np.ndarray:
     return np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) / 255 for f in files])
 
 
-def energy(x: np.ndarray) -> np.ndarray:
-    """Per image: the summed squared finite differences (as the training diagnostic)."""
-    dy, dx = np.diff(x, axis=-3), np.diff(x, axis=-2)
-    axes = tuple(range(x.ndim - 3, x.ndim))
-    return (dy**2).sum(axis=axes) + (dx**2).sum(axis=axes)
-
-
 def describe(run: str, limit: int, min_share: float) -> dict:
+    # The training diagnostics' own measures (mhp_keras.training.diagnostics), on other images
+    # and on a subset of the heads.
     import mhp_keras
+    from mhp_keras.training import diagnostics as dg
 
     model = mhp_keras.load_model(os.path.join(run, "model.keras"))
     images = images_of(run, limit)
     out = model.analyze(images)
-    heads = np.asarray(out["hypotheses"])  # [B, K, h, w, C]
-    winner = np.asarray(out["winner_index"])
+    heads, best = out["hypotheses"], out["best_hypothesis"]  # [B, K, h, w, C], [B, h, w, C]
     k = heads.shape[1]
-    shares = np.bincount(winner, minlength=k) / len(winner)
+    shares = np.bincount(np.asarray(out["winner_index"]), minlength=k) / len(images)
     in_use = [i for i in range(k) if shares[i] >= min_share]
-    best = heads[np.arange(len(winner)), winner]
-    error = np.sqrt(((images - best) ** 2).mean(axis=(1, 2, 3)))
 
     def diversity(ids):
-        pairs = [(i, j) for i in ids for j in ids if i < j]
-        if not pairs:
-            return 0.0
-        d = [np.sqrt(((heads[:, i] - heads[:, j]) ** 2).mean(axis=(1, 2, 3))) for i, j in pairs]
-        return float(np.mean(np.mean(d, axis=0) / (error + 1e-8)))
+        subset = np.asarray(heads)[:, list(ids)]
+        return float(np.mean(dg.per_image_head_diversity(images, subset, best)))
 
-    ref = energy(images).sum()
     return {
         "run": run,
         "win_shares": [round(float(s), 3) for s in shares],
         "heads_in_use": len(in_use),
         "diversity_all": diversity(range(k)),
         "diversity_in_use": diversity(in_use),
-        "sharpness_best": float(energy(best).sum() / ref),
-        "sharpness_per_head": [round(float(energy(heads[:, i]).sum() / ref), 3) for i in range(k)],
+        "sharpness_best": float(dg.sharpness(images, best)),
+        "sharpness_per_head": [round(float(v), 3) for v in dg.head_sharpness(images, heads)],
     }
 
 

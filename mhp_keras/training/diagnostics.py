@@ -108,10 +108,7 @@ def head_sharpness(images, hypotheses):
     checkerboards of heads trained by D alone, docs/results.md#d-at-equal-relaxation) is many
     times above it, and raises `head_diversity` without being a useful hypothesis.
     """
-    hypotheses = tf.cast(hypotheses, tf.float32)
-    k = hypotheses.shape[1]
-    heads = tf.stack([tf.reduce_sum(gradient_energy(hypotheses[:, i])) for i in range(k)])
-    return heads / (tf.reduce_sum(gradient_energy(images)) + TINY)
+    return tf.stack([sharpness(images, hypotheses[:, i]) for i in range(hypotheses.shape[1])])
 
 
 def global_norm(grads) -> tf.Tensor:

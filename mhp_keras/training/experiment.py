@@ -138,9 +138,7 @@ def training_callbacks(config, workdir: str, data, chief: bool):
     first, so that what writes files and logs sees them). Returns (callbacks, guard, health)."""
     t = config.train
     guard = cb.DivergenceGuard(spike_factor=t.spike_factor)
-    limits = dict(d_acc_limit=t.health_d_acc, head_share_limit=t.health_head_share)
-    limits |= dict(adv_share_limit=t.health_adv_share, head_sharpness_limit=t.health_head_sharpness)
-    health = TrainingHealth(config.loss.adv_weight > 0, patience=t.health_epochs, **limits)
+    health = TrainingHealth.from_config(config)
     # First, so that every logger sees the epoch's examples_per_sec.
     callbacks = [
         guard,

@@ -62,6 +62,19 @@ class TrainingHealth(keras.callbacks.Callback):
         self._streaks = {"discriminator": 0, "heads": 0, "reach": 0, "pattern": 0}
         self._said: set[str] = set()
 
+    @classmethod
+    def from_config(cls, config) -> TrainingHealth:
+        """The callback with an experiment config's limits (`train.health_*`)."""
+        t = config.train
+        return cls(
+            adversarial=config.loss.adv_weight > 0,
+            d_acc_limit=t.health_d_acc,
+            head_share_limit=t.health_head_share,
+            patience=t.health_epochs,
+            adv_share_limit=t.health_adv_share,
+            head_sharpness_limit=t.health_head_sharpness,
+        )
+
     def _reach(self, epoch: int, logs: dict, settled: bool) -> None:
         """The warning that D's gradient is negligible beside the NLL's (`adv_grad_share`)."""
         share = logs.get("adv_grad_share")
