@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from model_helpers import tiny_conad
+from model_helpers import head_gradients, tiny_conad
 
 from mhp_keras.errors import DataError
 from mhp_keras.models import ConAD
@@ -17,26 +17,6 @@ def tiny(**kwargs):
 
 def images(n=8, channels=1, seed=0):
     return np.random.default_rng(seed).random((n, 16, 16, channels)).astype("float32")
-
-
-def head_gradients(model, x):
-    """Gradient of the generator loss w.r.t. each head's kernel slice, and each head's win count."""
-    heads = model.decoder.get_layer("hypotheses").convs[0]
-    with tf.GradientTape() as tape:
-        out = model.per_sample_losses(x, training=True)
-        loss = tf.nn.compute_average_loss(out["loss"])
-    kernel_grad, bias_grad = tape.gradient(loss, [heads.kernel, heads.bias])
-    k_total, c_total = model.hypotheses, model.channels
-    per_head = []
-    for k in range(k_total):
-        # Blocked layout: head k's mean channel c is c * K + k, its log-variance K * C + c * K + k.
-        index = [c * k_total + k for c in range(c_total)]
-        index += [k_total * c_total + i for i in index]
-        per_head.append(
-            np.abs(kernel_grad.numpy()[:, :, index]).sum() + np.abs(bias_grad.numpy()[index]).sum()
-        )
-    wins = out["win"].numpy().sum(0)
-    return np.array(per_head), wins
 
 
 def test_losing_heads_get_exactly_zero_gradient():

@@ -106,6 +106,9 @@ def _loss_section() -> ml_collections.ConfigDict:
     # half D's work per step; an unbiased estimate of eq. (4), but a pilot had one seed collapse:
     # docs/results.md#fake-sources-split-against-every).
     s.adv_sources = "every"
+    # Evolving WTA (Makansi et al. 2019; training/evolving_wta.py): the best k heads share the
+    # winner's weight in training, k halving from K to 1 (the WTA) by this epoch; 0 = off.
+    s.evolving_wta_epochs = 0
     return s
 
 

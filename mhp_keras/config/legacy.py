@@ -24,6 +24,7 @@ VALUES_BEFORE = {
     "score.roi_margin": 2,
     "train.keep_weights": "last",
     "model.minibatch_kernels": 0,
+    "loss.evolving_wta_epochs": 0,
     # A warning's limit, not a result: older runs read as the default so studies reuse them.
     "train.health_head_sharpness": 2.0,
 }

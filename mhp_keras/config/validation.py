@@ -77,6 +77,17 @@ def validate_config(config) -> None:
     )
     _check(config.data.max_train >= 0, "data.max_train", config.data.max_train, ">= 0 (0 = all)")
     _check(config.train.epochs >= 1, "train.epochs", config.train.epochs, "an integer >= 1")
+    _check(
+        config.loss.evolving_wta_epochs >= 0,
+        "loss.evolving_wta_epochs",
+        config.loss.evolving_wta_epochs,
+        "an integer >= 0 (0 = off)",
+    )
+    if config.loss.evolving_wta_epochs and config.loss.mixture != "wta":
+        raise ConfigError(
+            f"config.loss.evolving_wta_epochs={config.loss.evolving_wta_epochs} needs "
+            f"config.loss.mixture=wta (got {config.loss.mixture!r}, which has no winners)."
+        )
     _check(config.train.g_lr > 0, "train.g_lr", config.train.g_lr, "a learning rate > 0")
     _check(config.train.d_lr > 0, "train.d_lr", config.train.d_lr, "a learning rate > 0")
     _check(

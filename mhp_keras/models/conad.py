@@ -212,6 +212,10 @@ class ConAD(ConADScoring, keras.Model):
         self._trackers = {name: keras.metrics.Mean(name=name) for name in objective.LOSS_NAMES}
         self._win_trackers = [keras.metrics.Mean(name=f"win_{k}") for k in range(self.hypotheses)]
         self._scorer = Scorer(self)
+        # How many of the best heads share the WTA's winner weight in the training step: 1 is
+        # the WTA itself. A training schedule, not a setting of the model (so neither saved nor
+        # in get_config): `EvolvingWTA` raises it for the first epochs and retraces the step.
+        self.wta_top_k = 1
         self.built = True
 
     @property

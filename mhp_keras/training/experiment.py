@@ -34,6 +34,7 @@ from mhp_keras.training import history as run_history
 from mhp_keras.training import jit as jit_calibration
 from mhp_keras.training import modes as mode_registry
 from mhp_keras.training.diagnostics import MechanismDiagnostics
+from mhp_keras.training.evolving_wta import EvolvingWTA
 from mhp_keras.training.health import TrainingHealth
 from mhp_keras.training.modes import DEFAULT as DEFAULT_MODE
 from mhp_keras.training.modes import EXPERIMENT_MODES as MODES
@@ -146,6 +147,8 @@ def training_callbacks(config, workdir: str, data, chief: bool):
     ]
     if chief:  # measured before health reads it and the loggers write it
         callbacks.append(MechanismDiagnostics(diagnostic_images(data.train, config)))
+    if config.loss.evolving_wta_epochs:  # before the loggers, which write its wta_top_k
+        callbacks.append(EvolvingWTA(config.loss.evolving_wta_epochs))
     callbacks += [health, cb.EpochBackup(backup_dir(workdir, chief), guard)]
     if t.keep_weights == "best_val":
         callbacks.append(BestWeights(backup_dir(workdir, chief), guard))

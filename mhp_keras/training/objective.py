@@ -78,7 +78,9 @@ def vae_losses(model, images, training):
     win = tf.one_hot(losses.winner_index(nll, model.wta), model.hypotheses)
     if model.wta == "pixel":
         win = tf.reduce_mean(win, axis=[1, 2])
-    return out | {"recon": losses.wta_loss(nll, model.wta, model.eps), "win": win}
+    # The evolving WTA's k reaches training only; validation and scores keep the WTA's winner.
+    top_k = model.wta_top_k if training else 1
+    return out | {"recon": losses.wta_loss(nll, model.wta, model.eps, top_k), "win": win}
 
 
 def per_sample_losses(model, images, training=False, adv_scale=None):
