@@ -184,6 +184,26 @@ def repeated(ds: tf.data.Dataset):
     return ds.repeat(), steps
 
 
+def resumed_stream(ds: tf.data.Dataset, initial_epoch: int, steps_per_epoch: int | None):
+    """The repeated training dataset from epoch `initial_epoch` on, as an uninterrupted run sees it.
+
+    The shuffle and the random crops and tiles draw anew on every pass, from seeds that follow
+    the passes made; a fresh iterator would start again at the first epoch's draws, so a resumed
+    run would train on other batches than the same run uninterrupted. Skipping the passes made
+    (their elements are computed and dropped, without a training step) gives the same stream.
+    A dataset of unknown length (`steps_per_epoch` None) is returned as it is.
+    """
+    if not steps_per_epoch or initial_epoch <= 0:
+        return ds
+    logging.info(
+        "Resuming at epoch %d: the data pipeline skips the %d batches of the earlier epochs, so "
+        "that the run sees the batches an uninterrupted run would.",
+        initial_epoch + 1,
+        initial_epoch * steps_per_epoch,
+    )
+    return ds.skip(initial_epoch * steps_per_epoch)
+
+
 def train(config, data, workdir: str, strategy_name: str = "default", extra_callbacks=()):
     """Fits a fresh (or resumed) model, sets its threshold and saves `model.keras` atomically.
 
@@ -228,7 +248,7 @@ def train(config, data, workdir: str, strategy_name: str = "default", extra_call
     first_epoch, epoch = initial_epoch, initial_epoch
     while True:
         model.fit(
-            train_ds,
+            resumed_stream(train_ds, epoch, steps_per_epoch),
             validation_data=val_ds,
             initial_epoch=epoch,
             epochs=config.train.epochs,
