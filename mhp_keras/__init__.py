@@ -1,6 +1,7 @@
 """mhp_keras: anomaly detection with multiple-hypotheses predictions (ConAD) in Keras 3.
 
-`from mhp_keras import ConAD` gives the Keras model class. TensorFlow is imported only when it is
+`from mhp_keras import ConAD` gives the Keras model class (and `EvolvingWTA`, the callback of the
+evolving WTA's schedule). TensorFlow is imported only when it is
 first asked for, so the command lines can report flag mistakes without that cost.
 
 The package follows the pipeline: `config` (settings) → `data` → `models` (the networks and the
@@ -12,7 +13,7 @@ scorer, thresholds, metrics, reports) → `serving` (SavedModel export, `mhp-pre
 from mhp_keras import _moved
 
 __version__ = "0.1.0"
-__all__ = ["ConAD", "build_conad", "load_model"]
+__all__ = ["ConAD", "EvolvingWTA", "build_conad", "load_model"]
 
 _moved.install()  # old module paths (mhp_keras.export, ...) stay importable
 
@@ -47,4 +48,8 @@ def __getattr__(name: str):
         import mhp_keras.models
 
         return getattr(mhp_keras.models, name)
+    if name == "EvolvingWTA":
+        from mhp_keras.training.evolving_wta import EvolvingWTA
+
+        return EvolvingWTA
     raise AttributeError(f"module 'mhp_keras' has no attribute {name!r}")

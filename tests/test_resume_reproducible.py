@@ -6,7 +6,8 @@ import csv
 import numpy as np
 import tensorflow as tf
 
-from mhp_keras.training.experiment import resumed_stream, run
+from mhp_keras.training.experiment import run
+from mhp_keras.training.stream import resumed_stream
 
 
 def history(workdir):

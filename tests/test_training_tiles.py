@@ -29,7 +29,7 @@ def numbered(n, height, width):
 
 
 def training_tiles_of(images, epochs=1, **kwargs):
-    """`epochs` passes of one repeated training iterator, as `experiment.repeated` runs it."""
+    """`epochs` passes of one repeated training iterator, as `stream.repeated` runs it."""
     kwargs = {"channels": 1, "image_size": 8, "batch_size": 5, "training": True} | kwargs
     ds = make_dataset(image_set(images), crop="tile", **kwargs)
     steps = int(ds.cardinality())

@@ -46,6 +46,7 @@ from mhp_keras.training.runtime import (  # noqa: F401  (the names callers impor
     set_up_runtime,
 )
 from mhp_keras.training.selection import BestWeights, keep_best
+from mhp_keras.training.stream import repeated, resumed_stream
 from mhp_keras.training.workdir_lock import workdir_lock
 
 # Keys that may change between runs in one workdir without making it a different model.
@@ -169,39 +170,6 @@ def diagnostic_images(images, config, count: int = DIAGNOSTIC_IMAGES):
     """A fixed batch of training images, as the model sees them, for `MechanismDiagnostics`."""
     ds = dataset_for_split(images, config, training=False)
     return next(iter(ds.unbatch().take(count).batch(count)))["image"].numpy()
-
-
-def repeated(ds: tf.data.Dataset):
-    """The dataset repeated, with the steps of one pass, when its length is known.
-
-    `fit` on a finite dataset builds and tears down an iterator every epoch, which with tf.data
-    autotuning stalls about a second per epoch; one repeated iterator does not. Shuffling still
-    happens anew on every pass. Tiled datasets have no known length and stay finite.
-    """
-    steps = int(ds.cardinality())
-    if steps < 1:
-        return ds, None
-    return ds.repeat(), steps
-
-
-def resumed_stream(ds: tf.data.Dataset, initial_epoch: int, steps_per_epoch: int | None):
-    """The repeated training dataset from epoch `initial_epoch` on, as an uninterrupted run sees it.
-
-    The shuffle and the random crops and tiles draw anew on every pass, from seeds that follow
-    the passes made; a fresh iterator would start again at the first epoch's draws, so a resumed
-    run would train on other batches than the same run uninterrupted. Skipping the passes made
-    (their elements are computed and dropped, without a training step) gives the same stream.
-    A dataset of unknown length (`steps_per_epoch` None) is returned as it is.
-    """
-    if not steps_per_epoch or initial_epoch <= 0:
-        return ds
-    logging.info(
-        "Resuming at epoch %d: the data pipeline skips the %d batches of the earlier epochs, so "
-        "that the run sees the batches an uninterrupted run would.",
-        initial_epoch + 1,
-        initial_epoch * steps_per_epoch,
-    )
-    return ds.skip(initial_epoch * steps_per_epoch)
 
 
 def train(config, data, workdir: str, strategy_name: str = "default", extra_callbacks=()):
