@@ -29,6 +29,7 @@ from skimage.segmentation import find_boundaries  # noqa: E402
 from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
 from mhp_keras.io_utils import atomic_path  # noqa: E402
+from mhp_keras.training.mechanism_names import NAMES  # noqa: E402
 
 HEATMAP_CMAP = "jet"
 OVERLAY_ALPHA = 0.5
@@ -319,14 +320,7 @@ def plot_examples(
 def run_summary_line(mechanism: dict | None, weights: dict | None) -> str | None:
     """The run's mechanism diagnostics (the last epoch's) and the kept epoch, as one line for the
     example figure; None when the run recorded neither."""
-    names = (
-        "adv_grad_share",
-        "head_diversity",
-        "effective_heads",
-        "sharpness",
-        "head_sharpness_max",
-    )
-    parts = [f"{n} {mechanism[n]:.3g}" for n in names if (mechanism or {}).get(n) is not None]
+    parts = [f"{n} {mechanism[n]:.3g}" for n in NAMES if (mechanism or {}).get(n) is not None]
     if parts:
         parts[-1] += " (last epoch)"
     if (weights or {}).get("kept") == "best_val":

@@ -25,17 +25,12 @@ import numpy as np
 
 from mhp_keras.io_utils import atomic_path, write_json_atomic, write_text_atomic
 from mhp_keras.scoring.defect_sizes import THIRDS
+from mhp_keras.training.mechanism_names import NAMES
 
 TABLE_METRICS = ("image_auroc", "image_ap", "pixel_auroc", "aupro")
 # The last epoch's mechanism diagnostics (training/diagnostics.py), summarised per variant: whether
 # the discriminator reaches the generator, how far the heads differ, how sharp the best guess is.
-MECHANISM_METRICS = (
-    "adv_grad_share",
-    "head_diversity",
-    "sharpness",
-    "effective_heads",
-    "head_sharpness_max",
-)
+MECHANISM_METRICS = NAMES
 # Per third of the defects' areas (scoring/defect_sizes.py), with masks: are small defects found?
 DEFECT_SIZE_METRICS = tuple(
     f"{metric}_{third}" for metric in ("image_auroc", "aupro") for third in THIRDS

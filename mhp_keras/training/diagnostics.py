@@ -32,9 +32,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mhp_keras.training.mechanism_names import NAMES  # noqa: F401  (callers read it here)
+
 # Guards the ratios against an exactly-zero denominator (a constant image, a perfect head).
 TINY = 1e-12
-NAMES = ("adv_grad_share", "head_diversity", "sharpness", "effective_heads", "head_sharpness_max")
 
 
 def _rms(x, axes):
