@@ -251,7 +251,7 @@ def test_health_says_when_a_head_draws_a_pattern():
     feed_health(health, [images] * 3 + [pattern] + [images] + [pattern] * 2)
     (message,) = health.warnings
     assert "16.8 times the inputs' high-frequency energy" in message and "epoch 7" in message
-    assert "raise config.loss.eps" in message
+    assert "config.loss.evolving_wta_epochs" in message and "raise config.loss.eps" in message
 
 
 def test_a_dominant_discriminator_that_does_not_reach_the_generator_is_not_weakened():

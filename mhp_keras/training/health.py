@@ -107,8 +107,10 @@ class TrainingHealth(keras.callbacks.Callback):
                 f"Training health: a hypothesis has drawn {value:.1f} times the inputs' "
                 f"high-frequency energy for {epochs} epochs (epoch {epoch + 1}, limit "
                 f"{self.head_sharpness_limit:g}): a pattern, not an image. Under the hard WTA a "
-                "head that never wins is trained by the discriminator alone; raise "
-                "config.loss.eps (e.g. 0.05) so that every head also learns the images."
+                "head that never wins is trained by the discriminator alone; set "
+                "config.loss.evolving_wta_epochs (e.g. half of train.epochs) so that every head "
+                "learns the images before the WTA takes over, or raise config.loss.eps (e.g. "
+                "0.05)."
             ),
         )
 
