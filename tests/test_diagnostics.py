@@ -6,6 +6,7 @@ import tensorflow as tf
 from model_helpers import tiny_conad
 
 from mhp_keras.training import diagnostics as dg
+from mhp_keras.training.mechanism_names import NAMES
 
 
 def _constant_heads(values, size=4):
@@ -119,7 +120,7 @@ def test_the_callback_logs_all_three_each_epoch():
     model = tiny_conad(seed=0, adv_weight=0.1)
     callback = dg.MechanismDiagnostics(images[:8])
     history = model.fit(images, epochs=2, batch_size=8, verbose=0, callbacks=[callback])
-    for name in dg.NAMES:
+    for name in NAMES:
         assert len(history.history[name]) == 2
         assert np.isfinite(history.history[name]).all()
     assert history.history["adv_grad_share"][-1] > 0
@@ -150,7 +151,7 @@ def test_a_run_records_the_diagnostics_every_epoch(tmp_path, tiny_config):
     with open(tmp_path / "history.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3
-    for name in dg.NAMES:
+    for name in NAMES:
         assert all(np.isfinite(float(row[name])) for row in rows)
     stored = json.loads((tmp_path / "metrics.json").read_text())["mechanism"]
     assert stored["epochs_measured"] == 3

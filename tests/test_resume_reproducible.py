@@ -40,4 +40,6 @@ def test_the_resumed_stream_skips_whole_epochs_of_a_reshuffled_dataset():
     assert later == whole[2 * steps :]
     # What a resumed run saw before: the first epoch's order again.
     assert [b.numpy().tolist() for b in stream().take(steps)] != whole[2 * steps : 3 * steps]
-    assert resumed_stream(stream(), 2, None) is not None  # unknown length: nothing to skip by
+    ds = stream()
+    assert resumed_stream(ds, 2, None) is ds  # unknown length: nothing to skip by
+    assert resumed_stream(ds, 0, steps) is ds  # a fresh run: nothing to skip

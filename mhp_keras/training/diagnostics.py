@@ -32,8 +32,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mhp_keras.training.mechanism_names import NAMES  # noqa: F401  (callers read it here)
-
 # Guards the ratios against an exactly-zero denominator (a constant image, a perfect head).
 TINY = 1e-12
 

@@ -60,18 +60,6 @@ def kl_to_standard_normal(mu, log_var):
     return 0.5 * tf.reduce_sum(tf.square(mu) + tf.exp(log_var) - 1.0 - log_var, axis=-1)
 
 
-def _relaxed(winners, eps, top_k=1):
-    """Weights from a 0/1 mask of the `top_k` winners along axis 1: the winners share 1 - eps
-    equally and the K - top_k losers share eps; with no loser (top_k >= K) every head gets 1 / K.
-    `top_k` = 1 is the WTA: winner 1 - eps, and a single head always gets 1."""
-    k = tf.cast(tf.shape(winners)[1], winners.dtype)
-    top = tf.minimum(tf.cast(top_k, winners.dtype), k)
-    losers = k - top
-    loser_weight = tf.where(losers > 0, eps / tf.maximum(losers, 1.0), 0.0)
-    winner_weight = tf.where(losers > 0, (1.0 - eps) / top, 1.0 / k)
-    return tf.stop_gradient(winners * winner_weight + (1.0 - winners) * loser_weight)
-
-
 def top_k_winners(scores, top_k, axis):
     """A 0/1 mask, shaped like `scores`, of the `top_k` lowest scores along `axis` (ties to the
     lower index). `top_k` = 1 is the argmin's one-hot."""
@@ -82,21 +70,33 @@ def top_k_winners(scores, top_k, axis):
     return tf.cast(ranks < top_k, scores.dtype)
 
 
+def _head_weights(scores, eps, top_k):
+    """Stop-gradient weights over the heads (axis 1 of `scores`, lower = better): the `top_k`
+    best share 1 - eps equally and the K - top_k others share eps; with no other (top_k >= K)
+    every head gets 1 / K. `top_k` = 1 is the WTA: winner 1 - eps, and a single head gets 1."""
+    winners = top_k_winners(scores, top_k, axis=1)
+    k = tf.cast(tf.shape(winners)[1], winners.dtype)
+    top = tf.minimum(tf.cast(top_k, winners.dtype), k)
+    losers = k - top
+    loser_weight = tf.where(losers > 0, eps / tf.maximum(losers, 1.0), 0.0)
+    winner_weight = tf.where(losers > 0, (1.0 - eps) / top, 1.0 / k)
+    return tf.stop_gradient(winners * winner_weight + (1.0 - winners) * loser_weight)
+
+
 def winner_mask(nll, mode, eps, top_k=1):
     """The (stop-gradient) WTA weights over hypotheses, shaped like `nll` [B, K, h, w].
 
     "sample": one winner per image, the head with the lowest summed NLL. "pixel": one winner per
     pixel. The winner gets weight 1 - eps and the K - 1 losers share eps (with K = 1 the only head
     gets weight 1). Ties go to the lowest head index. `top_k` > 1 (the evolving WTA's early
-    epochs, `mhp_keras.training.callbacks.EvolvingWTA`) makes the best `top_k` heads the
-    winners, sharing 1 - eps equally.
+    epochs, `mhp_keras.training.evolving_wta`) makes the best `top_k` heads the winners, sharing
+    1 - eps equally.
     """
     if mode == "sample":
-        per_head = tf.reduce_sum(nll, axis=[2, 3])  # [B, K]
-        weights = _relaxed(top_k_winners(per_head, top_k, axis=1), eps, top_k)
+        weights = _head_weights(tf.reduce_sum(nll, axis=[2, 3]), eps, top_k)  # [B, K]
         return tf.broadcast_to(weights[:, :, None, None], tf.shape(nll))
     if mode == "pixel":
-        return _relaxed(top_k_winners(nll, top_k, axis=1), eps, top_k)
+        return _head_weights(nll, eps, top_k)
     raise ValueError(f"mode={mode!r}: expected one of {list(WTA_MODES)}.")
 
 
@@ -108,8 +108,7 @@ def wta_loss(nll, mode, eps, top_k=1):
     """
     if mode == "sample":
         per_head = tf.reduce_sum(nll, axis=[2, 3])
-        weights = _relaxed(top_k_winners(per_head, top_k, axis=1), eps, top_k)
-        return tf.reduce_sum(weights * per_head, axis=1)
+        return tf.reduce_sum(_head_weights(per_head, eps, top_k) * per_head, axis=1)
     return tf.reduce_sum(winner_mask(nll, mode, eps, top_k) * nll, axis=[1, 2, 3])
 
 
