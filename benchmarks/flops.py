@@ -53,7 +53,7 @@ def flops_per_image(model, mode: Mode) -> dict:
     """Forward FLOPs (encoder + decoder, and each network alone) and training-step FLOPs."""
     s, c, b = model.image_size, model.channels, mode.batch
     image1 = tf.TensorSpec([1, s, s, c], tf.float32)
-    z1 = tf.TensorSpec([1, model.latent_dim], tf.float32)
+    z1 = tf.TensorSpec([1, model.z_dim], tf.float32)
     count = lambda fn, spec: graph_flops(
         tf.function(fn, autograph=False).get_concrete_function(spec)  # as Keras traces steps
     )

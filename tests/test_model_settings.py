@@ -46,6 +46,7 @@ BAD_VALUES = {
     "channels": 2,
     "hypotheses": 0,
     "latent_dim": 0,
+    "latent_cell_px": 12,
     "base_filters": 0,
     "max_filters": 0,
     "dense_units": -1,

@@ -70,7 +70,13 @@ def _data_section() -> ml_collections.ConfigDict:
 def _model_section() -> ml_collections.ConfigDict:
     s = ml_collections.ConfigDict()
     s.hypotheses = 4
-    s.latent_dim = 16
+    s.latent_dim = 16  # per latent cell
+    # One latent cell (a latent_dim vector) per this many pixels a side, so that the latent
+    # grows with the image: a config tuned at 32 px keeps its capacity per pixel at 64 or 128 px.
+    # 0 = one cell for the whole image (the keras.io VAE's dense latent; every model saved
+    # before this key). Not the default: on tiles it reconstructs defects too
+    # (docs/design.md#the-latent-grid).
+    s.latent_cell_px = 0
     s.base_filters = 32
     s.max_filters = 256
     s.dense_units = 0  # hidden dense layer between conv and latent (0 = none)

@@ -35,6 +35,7 @@ CONFIG_KEYS = {
     "channels": "data.channels",
     "hypotheses": "model.hypotheses",
     "latent_dim": "model.latent_dim",
+    "latent_cell_px": "model.latent_cell_px",
     "base_filters": "model.base_filters",
     "max_filters": "model.max_filters",
     "dense_units": "model.dense_units",
@@ -87,6 +88,10 @@ def _is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def _is_power_of_two(value) -> bool:
+    return _is_int(value) and value >= 1 and value & (value - 1) == 0
+
+
 # A rule is (is the value valid, given all values; what is expected). Arguments without a rule
 # take any value of their type.
 Rule = tuple[Callable[[object, Mapping], bool], str]
@@ -98,6 +103,10 @@ RULES: dict[str, Rule] = {
     "channels": (lambda v, _: v in (1, 3), "1 (grey) or 3 (RGB)"),
     "hypotheses": (lambda v, _: _is_int(v) and v >= 1, "an integer >= 1"),
     "latent_dim": (lambda v, _: _is_int(v) and v >= 1, "an integer >= 1"),
+    "latent_cell_px": (
+        lambda v, _: v == 0 or (_is_power_of_two(v) and v >= 8),
+        "0 (one latent cell for the whole image) or a power of two >= 8 (pixels a side per cell)",
+    ),
     "base_filters": (lambda v, _: _is_int(v) and v >= 1, "an integer >= 1"),
     "max_filters": (lambda v, _: _is_int(v) and v >= 1, "an integer >= 1"),
     "dense_units": (lambda v, _: _is_int(v) and v >= 0, "an integer >= 0 (0 = no dense layer)"),

@@ -26,6 +26,7 @@ from mhp_keras.models.conad_scoring import ConADScoring
 from mhp_keras.models.decoder import build_decoder
 from mhp_keras.models.discriminator import build_discriminator
 from mhp_keras.models.encoder import build_encoder
+from mhp_keras.models.shapes import latent_side as cells_a_side
 from mhp_keras.scoring.regions import encode_mask
 from mhp_keras.scoring.scorer import Scorer
 from mhp_keras.training import objective
@@ -33,9 +34,10 @@ from mhp_keras.training import objective
 SUB_MODELS = ("encoder", "decoder", "discriminator")
 # The settings each sub-model's builder takes, in its argument order.
 _IMAGE = ("image_size", "channels")
-ENCODER_ARGS = (*_IMAGE, "latent_dim", "base_filters", "max_filters", "dense_units")
-DECODER_ARGS = (*ENCODER_ARGS[:3], "hypotheses", *ENCODER_ARGS[3:], "logvar_min", "logvar_max")
-DECODER_ARGS += ("fused_heads", "head_channel_layout")
+_FILTERS = ("base_filters", "max_filters", "dense_units")
+ENCODER_ARGS = (*_IMAGE, "latent_dim", *_FILTERS, "latent_side")
+DECODER_ARGS = (*_IMAGE, "latent_dim", "hypotheses", *_FILTERS, "logvar_min", "logvar_max")
+DECODER_ARGS += ("fused_heads", "head_channel_layout", "latent_side")
 DISC_ARGS = (*_IMAGE, "disc_base_filters", "max_filters", "minibatch_std", "disc_group_size")
 DISC_ARGS += ("minibatch_kernels",)
 
@@ -71,7 +73,10 @@ class ConAD(ConADScoring, keras.Model):
             [data.image_size].
         channels: 1 (grey) or 3 (RGB) [data.channels].
         hypotheses: H, the number of decoder heads; 1 is a plain VAE decoder [model.hypotheses].
-        latent_dim: size of z [model.latent_dim].
+        latent_dim: size of z per latent cell [model.latent_dim].
+        latent_cell_px: one latent cell (latent_dim values, read from its own 4x4 block of the
+            bottleneck) per this many pixels a side, so that the latent grows with the image;
+            0 = one dense latent vector for the whole image [model.latent_cell_px].
         base_filters: encoder/decoder filters at the image-side stage, doubling per stage
             [model.base_filters].
         max_filters: cap on the filters of any stage [model.max_filters].
@@ -141,6 +146,7 @@ class ConAD(ConADScoring, keras.Model):
         channels=DEFAULTS["channels"],
         hypotheses=DEFAULTS["hypotheses"],
         latent_dim=DEFAULTS["latent_dim"],
+        latent_cell_px=DEFAULTS["latent_cell_px"],
         base_filters=DEFAULTS["base_filters"],
         max_filters=DEFAULTS["max_filters"],
         dense_units=DEFAULTS["dense_units"],
@@ -202,7 +208,7 @@ class ConAD(ConADScoring, keras.Model):
         self.mixer = None
         if self.mixture == "mdn":
             self.mixer = keras.layers.Dense(self.hypotheses, name="mixture_logits")
-            self.mixer.build((None, self.latent_dim))
+            self.mixer.build((None, self.z_dim))
         # The decisions travel with the model (and into the SavedModel): the image threshold and
         # the pixel threshold are +inf until training picks them, so an uncalibrated model never
         # flags anything; the score scale sets how fast normalized_score rises around 0.5.
@@ -219,6 +225,14 @@ class ConAD(ConADScoring, keras.Model):
         self.built = True
 
     @property
+    def latent_side(self) -> int:  # latent cells a side
+        return cells_a_side(self.image_size, self.latent_cell_px)
+
+    @property
+    def z_dim(self) -> int:  # the size of the flat z: latent_dim per cell
+        return self.latent_side**2 * self.latent_dim
+
+    @property
     def disc_group_size(self) -> int:  # D's feature groups: K, or 0 (the whole batch)
         return self.hypotheses if self.adv_hypotheses == "group" else 0
 
@@ -229,7 +243,7 @@ class ConAD(ConADScoring, keras.Model):
     def _check_sub_models(self) -> None:
         """Given sub-models must fit the arguments; a ValueError shows the shapes that do not."""
         image = (None, self.image_size, self.image_size, self.channels)
-        latent, heads = (None, self.latent_dim), (None, self.hypotheses, *image[1:])
+        latent, heads = (None, self.z_dim), (None, self.hypotheses, *image[1:])
         expected = {
             "encoder": ([image], [latent, latent]),
             "decoder": ([latent], [heads, heads]),

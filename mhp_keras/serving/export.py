@@ -266,6 +266,7 @@ def export_metadata(model, model_name: str | None, version: int | None) -> dict:
         "channels": model.channels,
         "hypotheses": model.hypotheses,
         "latent_dim": model.latent_dim,
+        "latent_cells_a_side": model.latent_side,
         "wta": model.wta,
         "threshold": _finite_or_none(float(model.threshold.numpy())),
         "pixel_threshold": _finite_or_none(float(model.pixel_threshold.numpy())),

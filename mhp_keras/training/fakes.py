@@ -139,7 +139,7 @@ def adversarial_losses(model, images, vae, training):
     def rows(x, source):
         return x if bounds is None or x is None else x[bounds[source][0] : bounds[source][1]]
 
-    prior_z = replica_random(model, "prior", tf.stack([batch, model.latent_dim]), normal)
+    prior_z = replica_random(model, "prior", tf.stack([batch, model.z_dim]), normal)
     # Only drawn when D sees one head per image; otherwise every head is a fake.
     heads = fake_heads(model, batch) if samples_one_head(model) else None
     prior_z = tf.cast(rows(prior_z, 0), vae["mu"].dtype)
