@@ -2,9 +2,13 @@
 block of the bottleneck (checked against numpy), that one cell is exactly the old dense latent,
 and that models train, save and load with it, including models saved before it."""
 
+import json
+import os
+
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from model_helpers import TINY
 
 from mhp_keras.config.defaults import base_config
@@ -12,6 +16,7 @@ from mhp_keras.config.validation import validate_config
 from mhp_keras.errors import ConfigError
 from mhp_keras.models import ConAD
 from mhp_keras.models.shapes import latent_side
+from mhp_keras.serving.export import METADATA_FILE, export_saved_model
 
 SMALL = TINY | {"image_size": 64, "channels": 3, "latent_dim": 3, "base_filters": 4}
 
@@ -78,6 +83,19 @@ def test_trains_on_a_grid_and_saves(tmp_path, mixture):
     loaded = keras.saving.load_model(path)
     assert loaded.latent_side == 2
     np.testing.assert_array_equal(model.score(x[:2])[0], loaded.score(x[:2])[0])
+
+
+def test_the_serving_model_scores_a_grid_model_as_in_process(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = ConAD(**SMALL | {"latent_cell_px": 16})  # 4x4 cells at 64 px
+    path = export_saved_model(model, str(tmp_path))
+    with open(os.path.join(path, METADATA_FILE)) as f:
+        assert json.load(f)["latent_cells_a_side"] == 4
+    images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    served = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(images))
+    scores, maps = model.score(images.astype(np.float32) / 255)
+    np.testing.assert_allclose(served["anomaly_score"].numpy(), scores, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(served["anomaly_map"].numpy(), maps, rtol=1e-5, atol=1e-4)
 
 
 def test_models_saved_before_the_grid_keep_one_dense_latent():

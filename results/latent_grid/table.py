@@ -32,6 +32,9 @@ if __name__ == "__main__":
         " | kept epoch | training |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    for run in sorted(HERE.glob("textures-*")):
-        if (run / "metrics.json").exists():
-            print(row(run))
+    runs = [run for run in HERE.glob("textures-*") if (run / "metrics.json").exists()]
+    # By size, then the cells before the dense latent, then seed (textures-<px>px-<latent>-seed<n>).
+    for run in sorted(
+        runs, key=lambda r: (int(r.name.split("-")[1][:-2]), "dense" in r.name, r.name)
+    ):
+        print(row(run))
