@@ -69,6 +69,15 @@ def test_each_cell_of_z_projects_to_its_own_block():
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_a_hidden_layer_per_cell():
+    model = ConAD(**SMALL | {"latent_cell_px": 32, "dense_units": 5})
+    x = np.zeros((2, 64, 64, 3), "float32")
+    assert model.encoder.get_layer("dense").output.shape == (None, 2, 2, 5)
+    assert [tuple(t.shape) for t in model.encoder(x)] == [(2, 12), (2, 12)]
+    means, _ = model.decoder(model.encoder(x)[0])
+    assert tuple(means.shape) == (2, SMALL["hypotheses"], 64, 64, 3)
+
+
 @pytest.mark.parametrize("mixture", ["wta", "mdn"])
 def test_trains_on_a_grid_and_saves(tmp_path, mixture):
     keras.utils.set_random_seed(0)

@@ -1,7 +1,7 @@
 """The convolutional encoder: image -> (mu, log_var) of q(z|x).
 
-z is a flat vector either way. With one latent cell (`latent_side` 1, every image up to 32 px by
-default) dense layers read the 4x4 bottleneck, as in the keras.io VAE. With a grid of cells each
+z is a flat vector either way. With one latent cell (`latent_side` 1, the default at every size)
+dense layers read the 4x4 bottleneck, as in the keras.io VAE. With a grid of cells each
 cell's 4x4 block of the bottleneck gives that cell's part of z, through a 4x4 stride-4
 convolution (the same dense map, applied per cell), so the latent grows with the image
 (docs/design.md#the-latent-grid).
