@@ -2,7 +2,8 @@
 # Issue 21's item 5: the textures demo (configs/textures.py, 150 epochs) at 32, 64 and 128 px
 # with one latent cell per 32 px (model.latent_cell_px=32, the config's) against one dense latent
 # for the whole patch (latent_cell_px=0, every earlier release), seeds 0-2 at 64 px, 0 at 128
-# px (seeds 1-2 with cells only); then bsdata's VAE with 32 px cells (configs/mvtec.py, 64 px
+# px (seeds 1-2 of the cells at 128 px are results/stability_hi's runs of the same config, not
+# trained again here); then bsdata's VAE with 32 px cells (configs/mvtec.py, 64 px
 # tiles, 10 epochs), paired with results/bsdata_inspection/roi_auto. docs/results.md#the-latent-grid.
 # Resumable: finished runs are skipped, a killed one resumes from its backup. bsdata needs
 # ../shared/data/bsdata (or DATA=). The seed-0 runs ran before the key's rename: their
@@ -25,9 +26,6 @@ for seed in 0 1 2; do
 done
 textures textures-128px-cell32-seed0 128 32 0
 textures textures-128px-dense-seed0 128 0 0
-for seed in 1 2; do
-    textures "textures-128px-cell32-seed$seed" 128 32 "$seed"
-done
 [ -f "$out/bsdata_cell32/ablation.md" ] ||
     python train_main.py --config=configs/mvtec.py "--config.data.root=$data" \
         --config.data.category=ball_screw --config.train.epochs=10 --mode=ablation \
