@@ -5,11 +5,14 @@ docs/results.md#d-at-equal-relaxation.
 never wins and drifts anywhere (a checkerboard, a dark blob) raises it as much as two useful,
 different heads. This reads a finished run's `model.keras`, scores its normal class's test
 images (`<data.root>/test/<class>/`, as configs/cifar10_folders.py lays them out) with
-`ConAD.analyze`, and reports per run: every head's share of wins, the diversity over all heads
+`ConAD.analyze` (for a run on an MVTec-layout set, `data.name=mvtec`: a seeded random `--limit`
+of the good test images' non-overlapping `image_size` tiles at native resolution, as the run
+trained on them), and reports per run: every head's share of wins, the diversity over all heads
 and over the heads *in use* (winning at least `--min_share` of the images), and the sharpness of
 the best guess and of the heads in use (high-frequency energy over the inputs').
 
     python results/heads_in_use.py results/cifar10_dev/conad-8/class_airplane/seed_0 ...
+    python results/heads_in_use.py results/bsdata_ewta/conad-2/class_ball_screw/seed_0
 """
 
 from __future__ import annotations
@@ -28,14 +31,34 @@ def images_of(run: str, limit: int) -> np.ndarray:
     from PIL import Image
 
     with open(os.path.join(run, "config.json")) as f:
-        config = json.load(f)
-    root, normal = config["data"]["root"], config["data"]["normal_class"]
+        data = json.load(f)["data"]
+    root, normal = data["root"], data["normal_class"]
     if not os.path.isabs(root):  # stored relative to the repository the study ran from
         root = os.path.join(os.path.dirname(__file__), "..", root)
-    files = sorted(glob.glob(os.path.join(root, "test", normal, "*")))[:limit]
+    if data["name"] == "mvtec":
+        root = os.path.join(root, data["category"])
+    files = sorted(glob.glob(os.path.join(root, "test", normal, "*")))
     if not files:
         raise SystemExit(f"{run}: no test images of class {normal!r} under {root}/test/")
-    return np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) / 255 for f in files])
+    mode = "RGB" if data["channels"] == 3 else "L"
+
+    def read(path):
+        image = np.asarray(Image.open(path).convert(mode), np.float32) / 255
+        return image if image.ndim == 3 else image[..., None]
+
+    if data["name"] != "mvtec":
+        return np.stack([read(f) for f in files[:limit]])
+    # Large photographs: every non-overlapping tile the size the model reads, then a seeded
+    # sample, so the heads are compared on the native-resolution tiles they were trained on.
+    size = data["image_size"]
+    tiles = [
+        image[y : y + size, x : x + size]
+        for image in map(read, files)
+        for y in range(0, image.shape[0] - size + 1, size)
+        for x in range(0, image.shape[1] - size + 1, size)
+    ]
+    pick = np.random.default_rng(0).permutation(len(tiles))[:limit]
+    return np.stack([tiles[i] for i in sorted(pick)])
 
 
 def describe(run: str, limit: int, min_share: float) -> dict:
@@ -46,7 +69,8 @@ def describe(run: str, limit: int, min_share: float) -> dict:
 
     model = mhp_keras.load_model(os.path.join(run, "model.keras"))
     images = images_of(run, limit)
-    out = model.analyze(images)
+    parts = [model.analyze(images[i : i + 250]) for i in range(0, len(images), 250)]
+    out = {key: np.concatenate([np.asarray(p[key]) for p in parts]) for key in parts[0]}
     heads, best = out["hypotheses"], out["best_hypothesis"]  # [B, K, h, w, C], [B, h, w, C]
     k = heads.shape[1]
     shares = np.bincount(np.asarray(out["winner_index"]), minlength=k) / len(images)
@@ -70,7 +94,9 @@ def describe(run: str, limit: int, min_share: float) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="finished run folders (with model.keras)")
-    parser.add_argument("--limit", type=int, default=500, help="test images of the normal class")
+    parser.add_argument(
+        "--limit", type=int, default=500, help="test images (or tiles) of the normal class"
+    )
     parser.add_argument("--min_share", type=float, default=0.02, help="a head in use wins this")
     args = parser.parse_args()
     for run in args.runs:
