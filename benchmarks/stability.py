@@ -85,6 +85,7 @@ def summarize(workdir: str, returncode: int | None, stderr: str) -> dict:
         "d_acc_last10": sum(d_acc) / len(d_acc) if d_acc else float("nan"),
         "image_auroc": metrics.get("image_auroc"),
         "pixel_auroc": metrics.get("pixel_auroc"),
+        "aupro": metrics.get("aupro"),
         "train_seconds": (metrics.get("timings") or {}).get("train_seconds"),
         "error": "" if metrics else stderr.strip()[-400:],
     }
@@ -115,15 +116,17 @@ def _number(value, digits=3) -> str:
 def markdown(rows: list[dict]) -> str:
     lines = [
         "| set | px | seed | ended | recoveries | health warnings | max KL | D acc (last 10) "
-        "| image AUROC | pixel AUROC |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| image AUROC | pixel AUROC | AUPRO | training (min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        minutes = None if r.get("train_seconds") is None else r["train_seconds"] / 60
         lines.append(
             f"| {r['set']} | {r['size']} | {r['seed']} | {r['ended']} | {r['recoveries']} "
             f"| {r['health_warnings']} | {_number(r['max_kl'], 1)} "
             f"| {_number(r['d_acc_last10'], 2)} "
-            f"| {_number(r['image_auroc'])} | {_number(r['pixel_auroc'])} |"
+            f"| {_number(r['image_auroc'])} | {_number(r['pixel_auroc'])} "
+            f"| {_number(r.get('aupro'))} | {_number(minutes, 0)} |"
         )
     unrecovered = sum(r["ended"] != "completed" for r in rows)
     recovered = sum(r["recoveries"] for r in rows)

@@ -32,6 +32,7 @@ def test_a_completed_run(tmp_path):
     metrics = {
         "image_auroc": 0.91,
         "pixel_auroc": 0.9,
+        "aupro": 0.8,
         "recoveries": [{"cause": "training diverged: kl=inf at epoch 4, step 1"}],
         "health_warnings": ["Training health: ..."],
         "timings": {"train_seconds": 12.5},
@@ -43,6 +44,9 @@ def test_a_completed_run(tmp_path):
     assert row["health_warnings"] == 1 and row["max_kl"] == 100.0
     assert math.isclose(row["d_acc_last10"], 0.7)
     assert (row["image_auroc"], row["pixel_auroc"], row["train_seconds"]) == (0.91, 0.9, 12.5)
+    assert row["aupro"] == 0.8
+    table = markdown([{"set": "textures", "size": 128, "seed": 0} | row])
+    assert "| 0.910 | 0.900 | 0.800 | 0 |" in table  # 12.5 s is 0 whole minutes
 
 
 def test_a_run_that_diverged_for_good(tmp_path):
@@ -52,6 +56,7 @@ def test_a_run_that_diverged_for_good(tmp_path):
     assert row["image_auroc"] is None and "loss=nan" in row["error"]
     table = markdown([{"set": "border", "size": 64, "seed": 1} | row])
     assert "| border | 64 | 1 | diverged | 2 |" in table
+    assert table.splitlines()[2].endswith("| - | - | - | - |")  # nothing scored, no timings
     assert "1 runs: 0 completed, 1 did not; 2 automatic recoveries in all." in table
 
 
