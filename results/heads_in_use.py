@@ -12,7 +12,10 @@ and over the heads *in use* (winning at least `--min_share` of the images), and 
 the best guess and of the heads in use (high-frequency energy over the inputs').
 
     python results/heads_in_use.py results/cifar10_dev/conad-8/class_airplane/seed_0 ...
-    python results/heads_in_use.py results/bsdata_ewta/conad-2/class_ball_screw/seed_0
+    python results/heads_in_use.py results/bsdata_ewta/conad-2/class_ball_screw/seed_0 \
+        results/bsdata_group/conad-2/class_ball_screw/seed_0 --figure heads.png
+
+`--figure` draws every run's heads on the same first `--rows` images (or tiles).
 """
 
 from __future__ import annotations
@@ -61,16 +64,22 @@ def images_of(run: str, limit: int) -> np.ndarray:
     return np.stack([tiles[i] for i in sorted(pick)])
 
 
-def describe(run: str, limit: int, min_share: float) -> dict:
-    # The training diagnostics' own measures (mhp_keras.training.diagnostics), on other images
-    # and on a subset of the heads.
+def analyzed(run: str, limit: int):
+    """The run's images (or tiles) and `ConAD.analyze`'s outputs on them, as numpy."""
     import mhp_keras
-    from mhp_keras.training import diagnostics as dg
 
     model = mhp_keras.load_model(os.path.join(run, "model.keras"))
     images = images_of(run, limit)
     parts = [model.analyze(images[i : i + 250]) for i in range(0, len(images), 250)]
-    out = {key: np.concatenate([np.asarray(p[key]) for p in parts]) for key in parts[0]}
+    return images, {key: np.concatenate([np.asarray(p[key]) for p in parts]) for key in parts[0]}
+
+
+def describe(run: str, limit: int, min_share: float) -> dict:
+    # The training diagnostics' own measures (mhp_keras.training.diagnostics), on other images
+    # and on a subset of the heads.
+    from mhp_keras.training import diagnostics as dg
+
+    images, out = analyzed(run, limit)
     heads, best = out["hypotheses"], out["best_hypothesis"]  # [B, K, h, w, C], [B, h, w, C]
     k = heads.shape[1]
     shares = np.bincount(np.asarray(out["winner_index"]), minlength=k) / len(images)
@@ -91,6 +100,38 @@ def describe(run: str, limit: int, min_share: float) -> dict:
     }
 
 
+def figure(runs: list[str], path: str, rows: int) -> None:
+    """Every head of every run on the same first `rows` images (runs of one data set): one row
+    per image, the input and then each run's heads, the winning head's title starred."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = [analyzed(run, rows) for run in runs]
+    columns = 1 + sum(out["hypotheses"].shape[1] for _, out in results)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.3 * columns, 1.4 * rows), squeeze=False)
+    images = results[0][0]
+    for r in range(rows):
+        cells = [("input", images[r])]
+        for run, (_, out) in zip(runs, results, strict=True):
+            parts = os.path.normpath(run).split(os.sep)
+            # An ablation's run (<study>/<variant>/class_<c>/seed_<s>): its study and variant.
+            name = "/".join(parts[-4:-2]) if parts[-1].startswith("seed_") else parts[-1]
+            for k, head in enumerate(out["hypotheses"][r]):
+                star = "*" if k == int(out["winner_index"][r]) else ""
+                cells.append((f"{name}\nhead {k}{star}", head))
+        for ax, (title, picture) in zip(axes[r], cells, strict=True):
+            ax.imshow(np.clip(picture.squeeze(), 0, 1), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title, fontsize=6)
+    fig.suptitle("heads per run (* = the winner)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="finished run folders (with model.keras)")
@@ -98,7 +139,11 @@ def main():
         "--limit", type=int, default=500, help="test images (or tiles) of the normal class"
     )
     parser.add_argument("--min_share", type=float, default=0.02, help="a head in use wins this")
+    parser.add_argument("--figure", help="also draw every run's heads on the same images here")
+    parser.add_argument("--rows", type=int, default=6, help="images in the figure")
     args = parser.parse_args()
+    if args.figure:
+        figure(args.runs, args.figure, args.rows)
     for run in args.runs:
         print(json.dumps(describe(run, args.limit, args.min_share)))
 
