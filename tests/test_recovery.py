@@ -251,7 +251,41 @@ def test_health_says_when_a_head_draws_a_pattern():
     feed_health(health, [images] * 3 + [pattern] + [images] + [pattern] * 2)
     (message,) = health.warnings
     assert "16.8 times the inputs' high-frequency energy" in message and "epoch 7" in message
-    assert "config.loss.evolving_wta_epochs" in message and "raise config.loss.eps" in message
+    assert "config.loss.evolving_wta_epochs" in message
+    assert "raise config.loss.eps above its 0.05 (e.g. to 0.1)" in message  # the default eps
+
+
+@pytest.mark.parametrize(
+    "eps, schedule, says, not_says",
+    [
+        (0.0, 0, ["Set config.loss.evolving_wta_epochs", "set config.loss.eps > 0"], ["above"]),
+        (0.1, 0, ["Set config.loss.evolving_wta_epochs", "above its 0.1 (e.g. to 0.2)"], []),
+        (0.0, 10, ["already uses the evolving WTA", "set config.loss.eps > 0"], ["Set config"]),
+    ],
+)
+def test_the_heads_advice_names_a_change_the_run_has_not_made(eps, schedule, says, not_says):
+    # One head winning everything and a pattern head get the same advice, from the run's own
+    # relaxation and schedule (a run with eps = 0.05 was once told to set eps to 0.05).
+    health = TrainingHealth(
+        adversarial=True,
+        head_share_limit=0.95,
+        head_sharpness_limit=2.0,
+        patience=2,
+        eps=eps,
+        evolving_wta_epochs=schedule,
+    )
+    feed_health(health, [{"win_0": 0.0, "win_1": 1.0, "head_sharpness_max": 9.0}] * 4)
+    assert len(health.warnings) == 2
+    for message in health.warnings:
+        assert all(text in message for text in says), message
+        assert not any(text in message for text in not_says), message
+
+
+def test_the_health_callback_reads_the_runs_wta_settings():
+    config = tiny_config()
+    config.loss.eps, config.loss.evolving_wta_epochs = 0.0, 7
+    health = TrainingHealth.from_config(config)
+    assert (health.eps, health.evolving_wta_epochs) == (0.0, 7)
 
 
 def test_a_dominant_discriminator_that_does_not_reach_the_generator_is_not_weakened():

@@ -21,6 +21,7 @@ from mhp_keras.training.diagnostics import head_shares
 
 # The limits' defaults are the config's (`train.health_*`), read from where they are defined.
 _TRAIN = base_config().train
+_LOSS = base_config().loss
 D_ACC_KEY = "health_d_acc"  # the lower of D's accuracies on real and on fake images
 HEAD_SHARE_KEY = "health_top_head_share"  # the share of images (or pixels) won by the top head
 
@@ -49,9 +50,14 @@ class TrainingHealth(keras.callbacks.Callback):
         patience: int = _TRAIN.health_epochs,
         adv_share_limit: float = _TRAIN.health_adv_share,
         head_sharpness_limit: float = _TRAIN.health_head_sharpness,
+        eps: float = _LOSS.eps,
+        evolving_wta_epochs: int = _LOSS.evolving_wta_epochs,
     ):
         super().__init__()
         self.adversarial = adversarial
+        # The run's own WTA settings, so that the advice names a change it has not made yet.
+        self.eps = float(eps)
+        self.evolving_wta_epochs = int(evolving_wta_epochs)
         self.d_acc_limit = float(d_acc_limit)
         self.head_share_limit = float(head_share_limit)
         self.adv_share_limit = float(adv_share_limit)
@@ -73,6 +79,22 @@ class TrainingHealth(keras.callbacks.Callback):
             patience=t.health_epochs,
             adv_share_limit=t.health_adv_share,
             head_sharpness_limit=t.health_head_sharpness,
+            eps=config.loss.eps,
+            evolving_wta_epochs=config.loss.evolving_wta_epochs,
+        )
+
+    def _losing_heads_advice(self) -> str:
+        """What makes heads that rarely win learn the images: the evolving WTA, if the run has
+        none, and a larger share of the NLL for the losers (`loss.eps`), from where it is."""
+        if self.eps > 0:
+            eps = f"raise config.loss.eps above its {self.eps:g} (e.g. to {2 * self.eps:g})"
+        else:
+            eps = "set config.loss.eps > 0 (e.g. 0.05)"
+        if self.evolving_wta_epochs > 0:
+            return f"The run already uses the evolving WTA; {eps}, or use fewer heads."
+        return (
+            "Set config.loss.evolving_wta_epochs (e.g. half of train.epochs) so that every "
+            f"head learns the images before the WTA takes over, or {eps}."
         )
 
     def _reach(self, epoch: int, logs: dict, settled: bool) -> None:
@@ -106,11 +128,10 @@ class TrainingHealth(keras.callbacks.Callback):
             lambda epochs: (
                 f"Training health: a hypothesis has drawn {value:.1f} times the inputs' "
                 f"high-frequency energy for {epochs} epochs (epoch {epoch + 1}, limit "
-                f"{self.head_sharpness_limit:g}): a pattern, not an image. Under the hard WTA a "
-                "head that never wins is trained by the discriminator alone; set "
-                "config.loss.evolving_wta_epochs (e.g. half of train.epochs) so that every head "
-                "learns the images before the WTA takes over, or raise config.loss.eps (e.g. "
-                "0.05)."
+                f"{self.head_sharpness_limit:g}): a pattern, not an image. A head that rarely "
+                "wins learns little of the images (nothing under the hard WTA, only "
+                "config.loss.eps of the NLL otherwise) and drifts where the discriminator "
+                "pushes it. " + self._losing_heads_advice()
             ),
         )
 
@@ -164,7 +185,6 @@ class TrainingHealth(keras.callbacks.Callback):
                 lambda epochs: (
                     f"Training health: hypothesis {shares.index(top)} has won {top:.0%} of the "
                     f"training images for {epochs} epochs (epoch {epoch + 1}); the other "
-                    f"{len(shares) - 1} heads learn almost nothing. Raise config.loss.eps "
-                    "(their share of the loss) or use fewer config.model.hypotheses."
+                    f"{len(shares) - 1} heads learn almost nothing. " + self._losing_heads_advice()
                 ),
             )
