@@ -261,6 +261,7 @@ def test_health_says_when_a_head_draws_a_pattern():
         (0.0, 0, ["Set config.loss.evolving_wta_epochs", "set config.loss.eps > 0"], ["above"]),
         (0.1, 0, ["Set config.loss.evolving_wta_epochs", "above its 0.1 (e.g. to 0.2)"], []),
         (0.0, 10, ["already uses the evolving WTA", "set config.loss.eps > 0"], ["Set config"]),
+        (0.6, 10, ["above its 0.6 (e.g. to 0.8)"], ["to 1.2"]),  # eps must stay below 1
     ],
 )
 def test_the_heads_advice_names_a_change_the_run_has_not_made(eps, schedule, says, not_says):

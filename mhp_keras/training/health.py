@@ -87,7 +87,9 @@ class TrainingHealth(keras.callbacks.Callback):
         """What makes heads that rarely win learn the images: the evolving WTA, if the run has
         none, and a larger share of the NLL for the losers (`loss.eps`), from where it is."""
         if self.eps > 0:
-            eps = f"raise config.loss.eps above its {self.eps:g} (e.g. to {2 * self.eps:g})"
+            # Twice the run's, kept inside eps's range [0, 1).
+            higher = min(2 * self.eps, (1 + self.eps) / 2)
+            eps = f"raise config.loss.eps above its {self.eps:g} (e.g. to {higher:.2g})"
         else:
             eps = "set config.loss.eps > 0 (e.g. 0.05)"
         if self.evolving_wta_epochs > 0:
