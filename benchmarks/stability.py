@@ -120,13 +120,13 @@ def markdown(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        minutes = None if r.get("train_seconds") is None else r["train_seconds"] / 60
+        minutes = None if r["train_seconds"] is None else r["train_seconds"] / 60
         lines.append(
             f"| {r['set']} | {r['size']} | {r['seed']} | {r['ended']} | {r['recoveries']} "
             f"| {r['health_warnings']} | {_number(r['max_kl'], 1)} "
             f"| {_number(r['d_acc_last10'], 2)} "
             f"| {_number(r['image_auroc'])} | {_number(r['pixel_auroc'])} "
-            f"| {_number(r.get('aupro'))} | {_number(minutes, 0)} |"
+            f"| {_number(r['aupro'])} | {_number(minutes, 0)} |"
         )
     unrecovered = sum(r["ended"] != "completed" for r in rows)
     recovered = sum(r["recoveries"] for r in rows)

@@ -21,7 +21,6 @@ the best guess and of the heads in use (high-frequency energy over the inputs').
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 
@@ -40,7 +39,10 @@ def images_of(run: str, limit: int) -> np.ndarray:
         root = os.path.join(os.path.dirname(__file__), "..", root)
     if data["name"] == "mvtec":
         root = os.path.join(root, data["category"])
-    files = sorted(glob.glob(os.path.join(root, "test", normal, "*")))
+    from mhp_keras.data.image_files import list_image_files
+
+    folder = os.path.join(root, "test", normal)
+    files = list_image_files(folder) if os.path.isdir(folder) else []
     if not files:
         raise SystemExit(f"{run}: no test images of class {normal!r} under {root}/test/")
     mode = "RGB" if data["channels"] == 3 else "L"
@@ -112,12 +114,14 @@ def figure(runs: list[str], path: str, rows: int) -> None:
     columns = 1 + sum(out["hypotheses"].shape[1] for _, out in results)
     fig, axes = plt.subplots(rows, columns, figsize=(1.3 * columns, 1.4 * rows), squeeze=False)
     images = results[0][0]
+    names = []
+    for run in runs:
+        parts = os.path.normpath(run).split(os.sep)
+        # An ablation's run (<study>/<variant>/class_<c>/seed_<s>): its study and variant.
+        names.append("/".join(parts[-4:-2]) if parts[-1].startswith("seed_") else parts[-1])
     for r in range(rows):
         cells = [("input", images[r])]
-        for run, (_, out) in zip(runs, results, strict=True):
-            parts = os.path.normpath(run).split(os.sep)
-            # An ablation's run (<study>/<variant>/class_<c>/seed_<s>): its study and variant.
-            name = "/".join(parts[-4:-2]) if parts[-1].startswith("seed_") else parts[-1]
+        for name, (_, out) in zip(names, results, strict=True):
             for k, head in enumerate(out["hypotheses"][r]):
                 star = "*" if k == int(out["winner_index"][r]) else ""
                 cells.append((f"{name}\nhead {k}{star}", head))

@@ -20,8 +20,8 @@ from mhp_keras.config.defaults import base_config
 from mhp_keras.training.diagnostics import head_shares
 
 # The limits' defaults are the config's (`train.health_*`), read from where they are defined.
-_TRAIN = base_config().train
-_LOSS = base_config().loss
+_DEFAULTS = base_config()
+_TRAIN, _LOSS = _DEFAULTS.train, _DEFAULTS.loss
 D_ACC_KEY = "health_d_acc"  # the lower of D's accuracies on real and on fake images
 HEAD_SHARE_KEY = "health_top_head_share"  # the share of images (or pixels) won by the top head
 
