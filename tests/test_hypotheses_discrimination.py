@@ -1,5 +1,5 @@
-"""Hypotheses discrimination (`loss.adv_hypotheses="group"`): what D is shown, group by group, and
-that a model trains with it. Checked against explicit numpy arrays."""
+"""Hypotheses discrimination (`loss.adv_hypotheses="group"` and "views"): what D is shown, group
+by group, and that a model trains with it. Checked against explicit numpy arrays."""
 
 import numpy as np
 import pytest
@@ -47,9 +47,10 @@ def test_collapsed_hypotheses_get_a_zero_group_feature_and_real_groups_do_not():
 
 # 4 images, K = 2: 8 real images in groups; "every": 8 prior, 8 posterior and 8 rolled
 # best-guess fakes; "split" (rows 0 | 1 | 2-3): 2 prior, 2 posterior, 2 x 2 best-guess fakes.
+@pytest.mark.parametrize("mode", ["group", "views"])
 @pytest.mark.parametrize("sources, d_inputs", [("every", 32), ("split", 16)])
-def test_one_discriminator_call_takes_every_source_in_aligned_groups(sources, d_inputs):
-    model = tiny_conad(seed=0, hypotheses=2, adv_hypotheses="group", adv_sources=sources)
+def test_one_discriminator_call_takes_every_source_in_aligned_groups(sources, d_inputs, mode):
+    model = tiny_conad(seed=0, hypotheses=2, adv_hypotheses=mode, adv_sources=sources)
     seen = []
     original = model.discriminator.call
 
@@ -65,28 +66,84 @@ def test_one_discriminator_call_takes_every_source_in_aligned_groups(sources, d_
         assert out[name].shape == (4,) and np.isfinite(out[name].numpy()).all()
 
 
-def test_a_model_trains_with_hypotheses_discrimination():
+@pytest.mark.parametrize("mode", ["group", "views"])
+def test_a_model_trains_with_hypotheses_discrimination(mode):
     images = np.random.default_rng(3).random((24, 16, 16, 1)).astype(np.float32)
-    model = tiny_conad(seed=0, hypotheses=2, adv_hypotheses="group")
+    model = tiny_conad(seed=0, hypotheses=2, adv_hypotheses=mode)
     history = model.fit(images, epochs=2, batch_size=8, verbose=0)
     assert np.isfinite(history.history["d_loss"]).all()
     assert np.isfinite(history.history["g_adv"]).all()
 
 
+@pytest.mark.parametrize("mode", ["group", "views"])
 @pytest.mark.parametrize("hypotheses, ok", [(1, False), (2, True)])
-def test_group_needs_several_hypotheses(hypotheses, ok):
-    values = {"adv_hypotheses": "group", "hypotheses": hypotheses}
+def test_group_needs_several_hypotheses(hypotheses, ok, mode):
+    values = {"adv_hypotheses": mode, "hypotheses": hypotheses}
     problem = first_invalid(values)
     assert (problem is None) == ok
     if not ok:
         assert problem[0] == "adv_hypotheses" and "hypotheses >= 2" in problem[1]
 
 
-def test_hypotheses_discrimination_under_mixed_precision():
+@pytest.mark.parametrize("mode", ["group", "views"])
+def test_hypotheses_discrimination_under_mixed_precision(mode):
     import keras
 
     keras.config.set_dtype_policy("mixed_bfloat16")  # conftest restores float32 afterwards
-    model = tiny_conad(seed=0, hypotheses=2, adv_hypotheses="group")
+    model = tiny_conad(seed=0, hypotheses=2, adv_hypotheses=mode)
     images = np.random.default_rng(4).random((8, 16, 16, 1)).astype(np.float32)
     out = objective.per_sample_losses(model, tf.constant(images), training=True)
     assert np.isfinite(out["d_loss"].numpy()).all()
+
+
+def _numpy_window(image, offset, margin):
+    padded = np.pad(image, [(margin, margin), (margin, margin), (0, 0)], mode="reflect")
+    h, w = image.shape[:2]
+    return padded[offset[0] : offset[0] + h, offset[1] : offset[1] + w]
+
+
+def test_shifted_views_are_the_image_then_its_reflect_padded_windows():
+    images = np.random.default_rng(5).random((2, 6, 5, 2)).astype(np.float32)
+    offsets = np.array([[[0, 4], [2, 1]], [[4, 0], [3, 3]]], np.int32)  # [B, k - 1, 2]
+    views = fakes.shifted_views(tf.constant(images), tf.constant(offsets), 2).numpy()
+    assert views.shape == (6, 6, 5, 2)
+    for b in range(2):
+        np.testing.assert_array_equal(views[3 * b], images[b])
+        for j in range(2):
+            want = _numpy_window(images[b], offsets[b, j], 2)
+            np.testing.assert_array_equal(views[3 * b + 1 + j], want)
+
+
+@pytest.mark.parametrize("size, margin", [(16, 1), (32, 2), (64, 4), (256, 16)])
+def test_views_shift_by_up_to_a_sixteenth_of_the_side(size, margin):
+    assert fakes.view_margin(size) == margin
+
+
+def test_view_offsets_cover_every_shift_but_none():
+    model = tiny_conad(seed=0, hypotheses=3, adv_hypotheses="views")  # 16 px: margin 1
+    offsets = fakes.view_offsets(model, 400, 3).numpy()
+    assert offsets.shape == (400, 2, 2)
+    cells = {tuple(o) for o in offsets.reshape(-1, 2)}
+    every = {(r, c) for r in range(3) for c in range(3)}
+    assert cells == every - {(1, 1)}  # all eight shifts, never the unshifted image
+
+
+def test_real_groups_under_views_are_shifted_copies_of_one_image():
+    model = tiny_conad(seed=0, hypotheses=3, adv_hypotheses="views")
+    images = np.random.default_rng(6).random((4, 16, 16, 1)).astype(np.float32)
+    groups = fakes.real_groups(model, tf.constant(images)).numpy().reshape(4, 3, 16, 16, 1)
+    offsets = fakes.view_offsets(model, 4, 3).numpy()  # the same stateless draw
+    for b in range(4):
+        np.testing.assert_array_equal(groups[b, 0], images[b])
+        for j in range(2):
+            np.testing.assert_array_equal(
+                groups[b, j + 1], _numpy_window(images[b], offsets[b, j], 1)
+            )
+    # "group" keeps K different images of the batch.
+    rolled = fakes.real_groups(tiny_conad(seed=0, hypotheses=3, adv_hypotheses="group"), images)
+    np.testing.assert_array_equal(rolled.numpy()[1], images[1])
+
+
+def test_views_compute_the_discriminator_feature_within_each_group():
+    model = tiny_conad(seed=0, hypotheses=3, adv_hypotheses="views")
+    assert model.disc_group_size == 3

@@ -85,7 +85,7 @@ def _model_section() -> ml_collections.ConfigDict:
     s.disc_base_filters = 32
     s.minibatch_std = True  # discriminator batch statistic against collapsed heads
     # Minibatch discrimination (Salimans et al. 2016): D's learnt closeness features, this many,
-    # within each group under loss.adv_hypotheses=group, else over the batch (0 = none).
+    # within each group under loss.adv_hypotheses=group or views, else over the batch (0 = none).
     s.minibatch_kernels = 0
     s.fused_heads = True  # all heads as one convolution (identical maths, faster)
     return s
@@ -105,7 +105,9 @@ def _loss_section() -> ml_collections.ConfigDict:
     # coefficients from z (the paper's MDN-H baseline; training/mixture.py).
     s.mixture = "wta"
     # Fakes for D: sample = one random head per image; all = every head; group = every head, D
-    # seeing each input's K hypotheses as one group (hypotheses discrimination, paper 4.2).
+    # seeing each input's K hypotheses as one group (hypotheses discrimination, paper 4.2),
+    # against groups of K different real images; views = the same against groups of K views of
+    # one real image, shifted by up to a sixteenth of the side (training/fakes.py).
     s.adv_hypotheses = "sample"
     # Which fake sources each image gives D: every = all three of eq. (4) (3 fakes per real
     # image); split = one of the three, a third of the batch each (as many fakes as reals, about

@@ -19,7 +19,8 @@ WTA_MODES = ("sample", "pixel")
 AGGREGATES = ("sum", "mean", "topk", "topk_sum")
 RESIZES = ("letterbox", "squash")
 ROIS = ("none", "auto", "mask")
-ADV_HYPOTHESES = ("sample", "all", "group")
+ADV_HYPOTHESES = ("sample", "all", "group", "views")
+GROUPED_HYPOTHESES = ("group", "views")  # D sees each input's K hypotheses as one group
 ADV_SOURCES = ("split", "every")
 ADV_BALANCES = ("adaptive", "fixed")
 MIXTURES = ("wta", "mdn")  # as mhp_keras.training.mixture.MIXTURES, without importing TF
@@ -121,8 +122,9 @@ RULES: dict[str, Rule] = {
     "kl_weight": (lambda v, _: _is_number(v) and v >= 0, "a weight >= 0"),
     "adv_weight": (lambda v, _: _is_number(v) and v >= 0, "a weight >= 0"),
     "adv_hypotheses": (
-        lambda v, values: v in ADV_HYPOTHESES and (v != "group" or values["hypotheses"] >= 2),
-        f"one of {list(ADV_HYPOTHESES)} ('group' needs hypotheses >= 2)",
+        lambda v, values: v in ADV_HYPOTHESES
+        and (v not in GROUPED_HYPOTHESES or values["hypotheses"] >= 2),
+        f"one of {list(ADV_HYPOTHESES)} ('group' and 'views' need hypotheses >= 2)",
     ),
     "adv_sources": (lambda v, _: v in ADV_SOURCES, f"one of {list(ADV_SOURCES)}"),
     "adv_balance": (lambda v, _: v in ADV_BALANCES, f"one of {list(ADV_BALANCES)}"),

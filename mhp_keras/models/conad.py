@@ -18,6 +18,7 @@ import numpy as np
 from mhp_keras.config.defaults import base_config
 from mhp_keras.config.model_settings import (
     DEFAULTS,
+    GROUPED_HYPOTHESES,
     conad_arguments,
     first_invalid,
     upgrade_saved_config,
@@ -90,7 +91,7 @@ class ConAD(ConADScoring, keras.Model):
             collapse onto one output [model.minibatch_std].
         minibatch_kernels: give the discriminator this many minibatch-discrimination features
             (Salimans et al. 2016), learnt closeness within each group of one input's hypotheses
-            under adv_hypotheses="group", else over the batch; 0 = none
+            under adv_hypotheses="group" or "views", else over the batch; 0 = none
             [model.minibatch_kernels].
         fused_heads: compute all heads as one convolution (identical maths, faster)
             [model.fused_heads].
@@ -106,7 +107,8 @@ class ConAD(ConADScoring, keras.Model):
         mixture: "wta" (the heads compete winner-takes-all) or "mdn" (a mixture density network
             with mixing coefficients from z, the paper's MDN-H; needs wta="sample") [loss.mixture].
         adv_hypotheses: D's fakes: one random head per image ("sample"), every head ("all"), or
-            every head in groups of one input's K ("group") [loss.adv_hypotheses].
+            every head in groups of one input's K, against groups of K different real images
+            ("group") or of K shifted views of one real image ("views") [loss.adv_hypotheses].
         adv_sources: which fake sources each image gives D: one, a third of the batch each
             ("split"), or all three ("every") [loss.adv_sources].
         score_aggregate: image score from the anomaly map: "sum", "mean", "topk" (mean of the
@@ -234,7 +236,7 @@ class ConAD(ConADScoring, keras.Model):
 
     @property
     def disc_group_size(self) -> int:  # D's feature groups: K, or 0 (the whole batch)
-        return self.hypotheses if self.adv_hypotheses == "group" else 0
+        return self.hypotheses if self.adv_hypotheses in GROUPED_HYPOTHESES else 0
 
     def _sub_model(self, given, build, arguments):
         """`given`, or the sub-model `build` makes from these settings of this model."""

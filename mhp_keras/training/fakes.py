@@ -7,7 +7,10 @@ one uniformly drawn head, an unbiased estimate of the average over heads whose d
 does not grow with H (prior samples are decoded through their drawn head alone); "all" feeds D
 every head; "group" is the paper's hypotheses discrimination (Section 4.2): D sees every input's
 K hypotheses side by side as one group, whose minibatch feature is computed within the group,
-against groups of K real images and groups of K best guesses (`rolled_groups`), in one D call.
+against groups of K real images and groups of K best guesses (`rolled_groups`), in one D call;
+"views" is the same, except that a real group (and a best-guess group) is K views of *one* image,
+shifted by a few pixels (`shifted_views`): what D learns to call real is then the variation
+plausible for one input, not the variety of K different images, which any pattern would match.
 `mhp_keras.training.objective` combines these terms with the VAE's.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from mhp_keras.config.model_settings import GROUPED_HYPOTHESES
 from mhp_keras.training import losses
 from mhp_keras.training.draws import normal, replica_random
 
@@ -70,17 +74,64 @@ def rolled_groups(images, k):
     return tf.gather(images, tf.reshape(index, [-1]))
 
 
+def view_margin(image_size: int) -> int:
+    """The largest shift of a view, in pixels: a sixteenth of the side (at least 1), small
+    enough that a shifted view is the same object, as large as a head's plausible misplacement."""
+    return max(1, image_size // 16)
+
+
+def view_offsets(model, rows, k):
+    """Where each of the k - 1 shifted views of every row starts in its reflect-padded image,
+    [rows, k - 1, 2] (row, column) in [0, 2m]; never (m, m), the unshifted image itself, so that a
+    real group holds no two identical images. Drawn from the heads' stream, which the grouped
+    modes do not otherwise use (a new purpose would change every other draw's seed)."""
+    side = 2 * view_margin(model.image_size) + 1
+    centre = side * side // 2
+
+    def sampler(shape, seed):
+        cell = tf.random.stateless_uniform(
+            shape, seed, minval=0, maxval=side * side - 1, dtype=tf.int32
+        )
+        return cell + tf.cast(cell >= centre, tf.int32)
+
+    cells = replica_random(model, "heads", tf.stack([rows, k - 1]), sampler)
+    return tf.stack([cells // side, cells % side], -1)
+
+
+def shifted_views(images, offsets, margin):
+    """Groups of views for D, image-major [B * k, h, w, C]: group b is image b, then its k - 1
+    views, each the h x w window at `offsets[b, j]` of the image reflect-padded by `margin`."""
+    h, w = images.shape[1], images.shape[2]
+    padded = tf.pad(images, [[0, 0], [margin, margin], [margin, margin], [0, 0]], "REFLECT")
+    views = [images]
+    for j in range(offsets.shape[1]):
+        rows = offsets[:, j, 0:1] + tf.range(h)[None]
+        cols = offsets[:, j, 1:2] + tf.range(w)[None]
+        window = tf.gather(padded, rows, axis=1, batch_dims=1)
+        views.append(tf.gather(window, cols, axis=2, batch_dims=1))
+    return tf.reshape(tf.stack(views, 1), tf.concat([[-1], tf.shape(images)[1:]], 0))
+
+
+def real_groups(model, images):
+    """The groups of K that D sees for real images (and for best guesses): K different images of
+    the batch ("group") or K shifted views of each image ("views")."""
+    k = model.hypotheses
+    if model.adv_hypotheses == "group":
+        return rolled_groups(images, k)
+    offsets = view_offsets(model, tf.shape(images)[0], k)
+    return shifted_views(images, offsets, view_margin(model.image_size))
+
+
 def _discriminate(model, real, fakes, training):
     """D's logits of the real batch and of each fake source. Under hypotheses discrimination
     every source comes in groups of K and one D call takes them all (groups stay aligned: each
     part is a multiple of K); otherwise each source is its own call, so that a batch-wide
     minibatch feature describes one source."""
-    if model.adv_hypotheses != "group":
+    if model.adv_hypotheses not in GROUPED_HYPOTHESES:
         return model.discriminator(real, training=training), [
             model.discriminator(f, training=training) for f in fakes
         ]
-    k = model.hypotheses
-    parts = [rolled_groups(real, k), *fakes[:2], rolled_groups(fakes[2], k)]
+    parts = [real_groups(model, real), *fakes[:2], real_groups(model, fakes[2])]
     # Under mixed precision the sources come in different dtypes; D casts its input itself.
     parts = [tf.cast(p, tf.float32) for p in parts]
     logits = model.discriminator(tf.concat(parts, 0), training=training)
@@ -120,7 +171,7 @@ def fakes_per_image(model) -> list[int]:
     """How many D inputs each image gives, per source (prior, posterior, best guess) and for the
     real images: K for every head or a group of K, else 1."""
     k = 1 if model.adv_hypotheses == "sample" else model.hypotheses
-    group = k if model.adv_hypotheses == "group" else 1
+    group = k if model.adv_hypotheses in GROUPED_HYPOTHESES else 1
     return [k, k, group, group]
 
 
