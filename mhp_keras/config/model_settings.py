@@ -122,8 +122,9 @@ RULES: dict[str, Rule] = {
     "kl_weight": (lambda v, _: _is_number(v) and v >= 0, "a weight >= 0"),
     "adv_weight": (lambda v, _: _is_number(v) and v >= 0, "a weight >= 0"),
     "adv_hypotheses": (
-        lambda v, values: v in ADV_HYPOTHESES
-        and (v not in GROUPED_HYPOTHESES or values["hypotheses"] >= 2),
+        lambda v, values: (
+            v in ADV_HYPOTHESES and (v not in GROUPED_HYPOTHESES or values["hypotheses"] >= 2)
+        ),
         f"one of {list(ADV_HYPOTHESES)} ('group' and 'views' need hypotheses >= 2)",
     ),
     "adv_sources": (lambda v, _: v in ADV_SOURCES, f"one of {list(ADV_SOURCES)}"),
