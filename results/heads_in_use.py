@@ -66,22 +66,20 @@ def images_of(run: str, limit: int) -> np.ndarray:
     return np.stack([tiles[i] for i in sorted(pick)])
 
 
-def analyzed(run: str, limit: int):
-    """The run's images (or tiles) and `ConAD.analyze`'s outputs on them, as numpy."""
-    import mhp_keras
-
-    model = mhp_keras.load_model(os.path.join(run, "model.keras"))
+def analyzed(model, run: str, limit: int):
+    """The run's images (or tiles) and its loaded `model`'s `ConAD.analyze` outputs on them, as
+    numpy."""
     images = images_of(run, limit)
     parts = [model.analyze(images[i : i + 250]) for i in range(0, len(images), 250)]
     return images, {key: np.concatenate([np.asarray(p[key]) for p in parts]) for key in parts[0]}
 
 
-def describe(run: str, limit: int, min_share: float) -> dict:
+def describe(model, run: str, limit: int, min_share: float) -> dict:
     # The training diagnostics' own measures (mhp_keras.training.diagnostics), on other images
     # and on a subset of the heads.
     from mhp_keras.training import diagnostics as dg
 
-    images, out = analyzed(run, limit)
+    images, out = analyzed(model, run, limit)
     heads, best = out["hypotheses"], out["best_hypothesis"]  # [B, K, h, w, C], [B, h, w, C]
     k = heads.shape[1]
     shares = np.bincount(np.asarray(out["winner_index"]), minlength=k) / len(images)
@@ -102,7 +100,7 @@ def describe(run: str, limit: int, min_share: float) -> dict:
     }
 
 
-def figure(runs: list[str], path: str, rows: int) -> None:
+def figure(runs: list[str], models: list, path: str, rows: int) -> None:
     """Every head of every run on the same first `rows` images (runs of one data set): one row
     per image, the input and then each run's heads, the winning head's title starred."""
     import matplotlib
@@ -110,7 +108,7 @@ def figure(runs: list[str], path: str, rows: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results = [analyzed(run, rows) for run in runs]
+    results = [analyzed(m, run, rows) for m, run in zip(models, runs, strict=True)]
     columns = 1 + sum(out["hypotheses"].shape[1] for _, out in results)
     fig, axes = plt.subplots(rows, columns, figsize=(1.3 * columns, 1.4 * rows), squeeze=False)
     images = results[0][0]
@@ -146,10 +144,14 @@ def main():
     parser.add_argument("--figure", help="also draw every run's heads on the same images here")
     parser.add_argument("--rows", type=int, default=6, help="images in the figure")
     args = parser.parse_args()
+    import mhp_keras
+
+    # Each run's model is loaded once, for the figure and its description alike.
+    models = [mhp_keras.load_model(os.path.join(run, "model.keras")) for run in args.runs]
     if args.figure:
-        figure(args.runs, args.figure, args.rows)
-    for run in args.runs:
-        print(json.dumps(describe(run, args.limit, args.min_share)))
+        figure(args.runs, models, args.figure, args.rows)
+    for model, run in zip(models, args.runs, strict=True):
+        print(json.dumps(describe(model, run, args.limit, args.min_share)))
 
 
 if __name__ == "__main__":

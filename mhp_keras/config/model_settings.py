@@ -125,7 +125,8 @@ RULES: dict[str, Rule] = {
         lambda v, values: (
             v in ADV_HYPOTHESES and (v not in GROUPED_HYPOTHESES or values["hypotheses"] >= 2)
         ),
-        f"one of {list(ADV_HYPOTHESES)} ('group' and 'views' need hypotheses >= 2)",
+        f"one of {list(ADV_HYPOTHESES)} ({' and '.join(map(repr, GROUPED_HYPOTHESES))} need "
+        "hypotheses >= 2)",
     ),
     "adv_sources": (lambda v, _: v in ADV_SOURCES, f"one of {list(ADV_SOURCES)}"),
     "adv_balance": (lambda v, _: v in ADV_BALANCES, f"one of {list(ADV_BALANCES)}"),
