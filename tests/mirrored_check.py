@@ -31,9 +31,12 @@ def build(strategy, weights, adv_weight, clip_norm):
             minibatch_std=False,
             seed=3,
         )
+        # SGD, not Adam: its update is the gradient itself, so a gradient summed or averaged
+        # wrongly over the replicas shows in the weights (Adam's update would hide a factor of
+        # two), and the float rounding of two summation orders stays rounding (Adam divides
+        # near-zero gradients by their own size and turns rounding into whole steps).
         model.compile(
-            g_optimizer=keras.optimizers.Adam(1e-3, beta_1=0.5),
-            d_optimizer=keras.optimizers.Adam(1e-3, beta_1=0.5),
+            g_optimizer=keras.optimizers.SGD(1e-3), d_optimizer=keras.optimizers.SGD(1e-3)
         )
     if weights is not None:
         for variable, value in zip(model.trainable_variables, weights):

@@ -81,3 +81,37 @@ def test_a_training_step_is_sgd_on_eq_5_with_that_lambda(balance, loss_scaled):
     assert logs["adv_scale"] == pytest.approx(scale, rel=1e-4)
     for v, e in zip(variables, expected, strict=True):
         np.testing.assert_allclose(v.numpy(), e, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(hypotheses=3, adv_hypotheses="all"),
+        dict(hypotheses=2, adv_hypotheses="views"),
+        dict(hypotheses=3, adv_sources="split"),
+        dict(hypotheses=3, fused_heads=False),
+        dict(hypotheses=3, wta="pixel", eps=0.1),
+        dict(hypotheses=2, mixture="mdn"),  # the mixer reads z: two whole backward passes
+    ],
+    ids=["all", "views", "split", "separate_heads", "pixel_relaxed", "mdn"],
+)
+def test_the_adaptive_step_is_sgd_on_eq_5_whatever_d_sees(settings):
+    """The adaptive step joins the NLL's and L_G's gradients at the decoder trunk's features and
+    takes the rest of the generator once: still exactly the gradient of WTA + KL + lambda * L_G,
+    for every way D sees the hypotheses, both head layouts and the MDN's fallback."""
+    lr = 0.01
+    model = tiny_conad(seed=2, clip_norm=0.0, compile=False, **settings)
+    model.compile(g_optimizer=keras.optimizers.SGD(lr), d_optimizer=keras.optimizers.SGD(lr))
+    images = tf.constant(X)
+    scale = _scale(model, images)
+    variables = model.generator_variables
+    with tf.GradientTape() as tape:
+        out = objective.per_sample_losses(model, images, training=True, adv_scale=scale)
+        loss = tf.reduce_mean(out["loss"])
+    expected = [
+        v.numpy() - lr * g.numpy() for v, g in zip(variables, tape.gradient(loss, variables))
+    ]
+    logs = model.train_on_batch(X, return_dict=True)
+    assert logs["adv_scale"] == pytest.approx(scale, rel=1e-4)
+    for v, e in zip(variables, expected, strict=True):
+        np.testing.assert_allclose(v.numpy(), e, rtol=1e-4, atol=1e-6)

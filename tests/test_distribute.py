@@ -34,10 +34,11 @@ def test_mirrored_matches_single_device(adv_weight, clip_norm):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["replicas"] == 2
-    # Four Adam steps move the weights by ~4e-3; replicas must agree to float rounding. A loss
-    # averaged per replica instead of over the global batch would double the gradients.
-    assert report["weights_moved"] > 1e-3
-    assert report["weight_diff"] < 1e-5
+    # Four SGD steps move the weights by 4e-5 (clipped at 0.01) to 0.2; replicas must agree to
+    # float rounding. A loss averaged per replica instead of over the global batch would double
+    # the gradients, and the step with them.
+    assert report["weights_moved"] > 1e-5
+    assert report["weight_diff"] < 1e-5 * report["weights_moved"]
     for name, diff in report["loss_diff"].items():
         assert diff <= 1e-4 * max(1.0, abs(report["loss"])), name
 

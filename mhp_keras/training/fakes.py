@@ -59,7 +59,11 @@ def pick_fakes(model, means, heads):
 def prior_fakes(model, z, heads, training):
     """Fakes decoded from prior z: the head `heads[b]` of image b, computed for that head alone,
     or (all heads, or K = 1) every head's means, image-major."""
-    features = model.decoder_features(z, training=training)
+    return prior_fakes_from(model, model.decoder_features(z, training=training), heads)
+
+
+def prior_fakes_from(model, features, heads):
+    """`prior_fakes` from the decoder trunk's features of the prior z."""
     layer = model.decoder.get_layer("hypotheses")
     if samples_one_head(model):
         return layer.selected_means(features, heads)
@@ -182,7 +186,9 @@ def adversarial_losses(model, images, vae, training):
     z ~ q(z|x) (one random head per image, or every head) and the best guess, from a third of the
     rows each or from every row (`source_rows`). Returns `d_loss` (eq. (4), D's binary
     cross-entropy), `g_adv` (the generator's non-saturating L_G of eq. (5): the fakes labelled
-    real) and D's accuracies `d_acc_real`, `d_acc_fake`, each [B].
+    real) and D's accuracies `d_acc_real`, `d_acc_fake`, each [B]; and `prior_features`, the
+    decoder trunk's features of the prior samples, through which L_G reaches the trunk
+    (`objective.adaptive_generator_step` continues G's backward pass from them).
     """
     batch = tf.shape(images)[0]
     bounds = source_rows(model, batch)
@@ -194,8 +200,9 @@ def adversarial_losses(model, images, vae, training):
     # Only drawn when D sees one head per image; otherwise every head is a fake.
     heads = fake_heads(model, batch) if samples_one_head(model) else None
     prior_z = tf.cast(rows(prior_z, 0), vae["mu"].dtype)
+    prior_features = model.decoder_features(prior_z, training=training)
     fakes = [
-        prior_fakes(model, prior_z, rows(heads, 0), training),
+        prior_fakes_from(model, prior_features, rows(heads, 0)),
         pick_fakes(model, rows(vae["means"], 1), rows(heads, 1)),
         rows(best_guess(model, vae), 2),
     ]
@@ -227,4 +234,5 @@ def adversarial_losses(model, images, vae, training):
         "d_acc_fake": over_sources(
             [per_image(tf.reshape(r, [-1]), m) for r, m in zip(right, per_fake)]
         ),
+        "prior_features": prior_features,
     }

@@ -46,12 +46,6 @@ from mhp_keras.training.fakes import adversarial_losses
 LOSS_NAMES = ("loss", "recon", "kl", "g_adv", "d_loss", "d_acc_real", "d_acc_fake", "adv_scale")
 
 
-def decode_native(model, z, training):
-    """(means, log_vars) in the heads' native layout [B, h, w, C, K]."""
-    features = model.decoder_features(z, training=training)
-    return model.decoder.get_layer("hypotheses").native(features)
-
-
 def vae_losses(model, images, training):
     """The VAE terms of one batch, per sample: eq. (2)'s WTA NLL (or, for `mixture="mdn"`, the
     mixture NLL of `mhp_keras.training.mixture`) and eq. (3)'s KL.
@@ -59,16 +53,20 @@ def vae_losses(model, images, training):
     z is drawn from q(z|x) by the reparameterisation trick. Returns the per-sample `recon` (WTA
     NLL) and `kl` [B], `win` [B, K] (the share of each image, or of its pixels, that each head
     wins), and for the adversarial terms `mu`, the decoded `means` in the heads' native layout
-    [B, h, w, C, K] and the `nll` [B, K, h, w].
+    [B, h, w, C, K] and the `nll` [B, K, h, w]; and the decoder trunk's `features`, through which
+    the NLL reaches the trunk and the encoder.
     """
     mu, log_var = model.encoder(images, training=training)
     log_var = losses.bounded_log_var(log_var)
     noise = replica_random(model, "posterior", tf.shape(mu), normal)
     z = mu + tf.exp(0.5 * log_var) * tf.cast(noise, mu.dtype)
-    means, log_vars = decode_native(model, z, training)  # [B, h, w, C, K]
+    features = model.decoder_features(z, training=training)
+    # In the heads' native layout [B, h, w, C, K].
+    means, log_vars = model.decoder.get_layer("hypotheses").native(features)
     # Only the NLL map (1/C of the means' size) moves its heads axis to the front.
     nll = tf.transpose(losses.gaussian_nll(images, means, log_vars, head_axis=4), [0, 3, 1, 2])
-    out = {"kl": losses.kl_to_standard_normal(mu, log_var), "mu": mu, "means": means, "nll": nll}
+    kl = losses.kl_to_standard_normal(mu, log_var)
+    out = {"kl": kl, "mu": mu, "means": means, "nll": nll, "features": features}
     if model.mixture == "mdn":
         # The mixture NLL; the heads' shares are their responsibilities.
         log_pi = mixture.log_weights(model.mixer(z, training=training))
@@ -87,9 +85,11 @@ def per_sample_losses(model, images, training=False, adv_scale=None):
     """Every per-sample loss of one batch ([B] each, plus `win` [B, K]): what `train_step`
     averages over the global batch and `test_step` reports. `loss` is eq. (5)'s generator
     objective, WTA + kl_weight * KL + lambda * L_G, with lambda = `adv_scale` (default: the
-    fixed adv_weight; `train_step` fills it in afterwards under the adaptive balance)."""
+    fixed adv_weight; `train_step` fills it in afterwards under the adaptive balance). Also the
+    decoder trunk's `features` of the posterior samples (and, with D, `prior_features` of the
+    prior samples), where G's update under the adaptive balance joins its two terms."""
     vae = vae_losses(model, images, training)
-    out = {name: vae[name] for name in ("recon", "kl", "win")}
+    out = {name: vae[name] for name in ("recon", "kl", "win", "features")}
     if model.adversarial:
         out.update(adversarial_losses(model, images, vae, training))
     else:
@@ -145,20 +145,57 @@ def step(model, optimizer, grads, variables):
     optimizer.apply_gradients(zip(grads, variables))
 
 
-def adaptive_generator_step(model, tape, vae, g_adv, variables):
-    """G's update under the adaptive balance, from two backward passes over the generator: the
-    gradients of the VAE terms and of L_G (of the loss-scaled terms), whose slices on the balance
-    layer give lambda (the KL does not reach the decoder, so the VAE slice is the NLL's), then
-    grad VAE + lambda * grad L_G. Equal to one backward pass on VAE + lambda * L_G with lambda
-    from separate partial passes, but D's input gradient is taken once instead of twice."""
+def adaptive_generator_step(model, tape, vae, g_adv, variables, trunk=None):
+    """G's update under the adaptive balance: grad VAE + lambda * grad L_G, with lambda from the
+    two terms' gradients on the balance layer (the KL does not reach the decoder, so the VAE's is
+    the NLL's); equal to one backward pass on VAE + lambda * L_G with lambda from separate
+    passes. Returns lambda.
+
+    `trunk` = (kl, features, prior_features): the KL term (weighted, batch-averaged) and the
+    decoder trunk's features of the posterior and the prior samples, when the VAE's NLL reaches
+    the generator upstream of the heads only through `features` (WTA models; an MDN's mixer
+    reads z as well). Then the two terms are taken apart only from the loss down to the trunk's
+    features (the heads and, for L_G, D's input gradient), lambda comes from the balance layer's
+    weight gradients of each part, and one backward pass from the features, seeded with
+    their lambda-weighted sum, carries both through the trunk and the encoder: the generator's
+    bulk is traversed once instead of twice. Without it (None), two whole backward passes.
+    """
     seed = loss_scale(model.g_optimizer)
-    vae_grads = tape.gradient(vae, variables, output_gradients=seed)
-    adv_grads = tape.gradient(g_adv, variables, output_gradients=seed)
-    at = balance_positions(model, variables)
-    scale = scale_from_gradients(model, [vae_grads[i] for i in at], [adv_grads[i] for i in at])
-    grads = [_weighted_sum(a, b, scale) for a, b in zip(vae_grads, adv_grads, strict=True)]
-    step(model, model.g_optimizer, grads, variables)
+    if trunk is None:
+        vae_grads = tape.gradient(vae, variables, output_gradients=seed)
+        adv_grads = tape.gradient(g_adv, variables, output_gradients=seed)
+        at = balance_positions(model, variables)
+        scale = scale_from_gradients(model, [vae_grads[i] for i in at], [adv_grads[i] for i in at])
+        grads = [_weighted_sum(a, b, scale) for a, b in zip(vae_grads, adv_grads, strict=True)]
+        step(model, model.g_optimizer, grads, variables)
+        return scale
+    kl, *features = trunk
+    heads = [_backend(v) for v in model.decoder.get_layer("hypotheses").trainable_weights]
+    layer = balance_variables(model)
+    # Each term down to the trunk's features, with its gradients on the heads and (from those
+    # features) on the balance layer: the only part of the generator taken twice.
+    vae_feature, *vae_heads = tape.gradient(vae, features[:1] + heads, output_gradients=seed)
+    vae_layer = tape.gradient(features[0], layer, output_gradients=vae_feature)
+    adv = tape.gradient(g_adv, features + heads, output_gradients=seed)
+    adv_features, adv_heads = adv[: len(features)], adv[len(features) :]
+    adv_layer = tape.gradient(features, layer, output_gradients=adv_features)
+    scale = scale_from_gradients(model, vae_layer, adv_layer)
+    near = zip(vae_heads + vae_layer, adv_heads + adv_layer, strict=True)
+    grads = {id(v): _weighted_sum(a, b, scale) for v, (a, b) in zip(heads + layer, near)}
+    # One pass through the rest of the generator (the KL's part included), seeded at the
+    # features with the lambda-weighted sum of the two terms' gradients.
+    rest = [v for v in variables if id(_backend(v)) not in grads]
+    seeds = [_weighted_sum(vae_feature, adv_features[0], scale)]
+    seeds += [_weighted_sum(None, g, scale) for g in adv_features[1:]]
+    rest_grads = tape.gradient(features + [kl], rest, output_gradients=seeds + [seed])
+    grads.update((id(_backend(v)), g) for v, g in zip(rest, rest_grads, strict=True))
+    step(model, model.g_optimizer, [grads[id(_backend(v))] for v in variables], variables)
     return scale
+
+
+def _backend(variable):
+    """The backend's tf.Variable behind a Keras variable (what a tape's sources are matched by)."""
+    return getattr(variable, "value", variable)
 
 
 def _weighted_sum(vae_grad, adv_grad, scale):
@@ -203,14 +240,17 @@ def train_step(model, data):
         out = per_sample_losses(model, images, training=True)
         # Averaged over the global batch, so N replicas make the update one device would.
         nll = tf.nn.compute_average_loss(out["recon"])
-        vae = nll + model.kl_weight * tf.nn.compute_average_loss(out["kl"])
+        kl = model.kl_weight * tf.nn.compute_average_loss(out["kl"])
+        vae = nll + kl
         g_adv = tf.nn.compute_average_loss(out["g_adv"])
         d_loss = tf.nn.compute_average_loss(out["d_loss"])
     # Train G on eq. (5): WTA + KL + lambda * L_G.
     generator = model.generator_variables
     if model.adversarial:
         if adaptive:
-            scale = adaptive_generator_step(model, g_tape, vae, g_adv, generator)
+            # An MDN's mixer also reads z, so its NLL reaches the encoder apart from the trunk.
+            trunk = None if model.mixture == "mdn" else (kl, out["features"], out["prior_features"])
+            scale = adaptive_generator_step(model, g_tape, vae, g_adv, generator, trunk)
         else:
             scale = tf.constant(model.adv_weight, tf.float32)
             apply_gradients(model, model.g_optimizer, g_tape, [vae, g_adv], [1.0, scale], generator)
