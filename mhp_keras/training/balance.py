@@ -22,10 +22,16 @@ from mhp_keras.training.diagnostics import TINY, global_norm, last_shared_layer
 MAX_ADV_SCALE = 1e4
 
 
+def backend_variable(variable):
+    """The backend's tf.Variable behind a Keras variable: what a tape watches explicitly, and
+    what tells two wrappers of one variable apart from two variables."""
+    return getattr(variable, "value", variable)
+
+
 def balance_variables(model):
     """The variables lambda balances on: the decoder trunk's last layer (every head reads it),
-    as the backend's tf.Variables (what a tape can watch explicitly)."""
-    return [getattr(v, "value", v) for v in last_shared_layer(model.decoder).trainable_weights]
+    as the backend's tf.Variables."""
+    return [backend_variable(v) for v in last_shared_layer(model.decoder).trainable_weights]
 
 
 def sum_over_replicas(grads):
@@ -68,7 +74,7 @@ def scale_from_gradients(model, nll_grads, adv_grads):
 
 def balance_positions(model, variables) -> list[int]:
     """Where `balance_variables` sit in `variables` (the generator's), in their order."""
-    index = {id(getattr(v, "value", v)): i for i, v in enumerate(variables)}
+    index = {id(backend_variable(v)): i for i, v in enumerate(variables)}
     return [index[id(v)] for v in balance_variables(model)]
 
 

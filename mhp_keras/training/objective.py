@@ -35,6 +35,7 @@ import tensorflow as tf
 from mhp_keras.training import distribute, losses, mixture
 from mhp_keras.training.balance import (
     adversarial_scale,
+    backend_variable,
     balance_positions,
     balance_variables,
     loss_scale,
@@ -170,7 +171,7 @@ def adaptive_generator_step(model, tape, vae, g_adv, variables, trunk=None):
         step(model, model.g_optimizer, grads, variables)
         return scale
     kl, *features = trunk
-    heads = [_backend(v) for v in model.decoder.get_layer("hypotheses").trainable_weights]
+    heads = [backend_variable(v) for v in model.decoder.get_layer("hypotheses").trainable_weights]
     layer = balance_variables(model)
     # Each term down to the trunk's features, with its gradients on the heads and (from those
     # features) on the balance layer: the only part of the generator taken twice.
@@ -184,18 +185,13 @@ def adaptive_generator_step(model, tape, vae, g_adv, variables, trunk=None):
     grads = {id(v): _weighted_sum(a, b, scale) for v, (a, b) in zip(heads + layer, near)}
     # One pass through the rest of the generator (the KL's part included), seeded at the
     # features with the lambda-weighted sum of the two terms' gradients.
-    rest = [v for v in variables if id(_backend(v)) not in grads]
+    rest = [v for v in variables if id(backend_variable(v)) not in grads]
     seeds = [_weighted_sum(vae_feature, adv_features[0], scale)]
     seeds += [_weighted_sum(None, g, scale) for g in adv_features[1:]]
     rest_grads = tape.gradient(features + [kl], rest, output_gradients=seeds + [seed])
-    grads.update((id(_backend(v)), g) for v, g in zip(rest, rest_grads, strict=True))
-    step(model, model.g_optimizer, [grads[id(_backend(v))] for v in variables], variables)
+    grads.update((id(backend_variable(v)), g) for v, g in zip(rest, rest_grads, strict=True))
+    step(model, model.g_optimizer, [grads[id(backend_variable(v))] for v in variables], variables)
     return scale
-
-
-def _backend(variable):
-    """The backend's tf.Variable behind a Keras variable (what a tape's sources are matched by)."""
-    return getattr(variable, "value", variable)
 
 
 def _weighted_sum(vae_grad, adv_grad, scale):
