@@ -66,8 +66,8 @@ def vae_losses(model, images, training):
     means, log_vars = model.decoder.get_layer("hypotheses").native(features)
     # Only the NLL map (1/C of the means' size) moves its heads axis to the front.
     nll = tf.transpose(losses.gaussian_nll(images, means, log_vars, head_axis=4), [0, 3, 1, 2])
-    kl = losses.kl_to_standard_normal(mu, log_var)
-    out = {"kl": kl, "mu": mu, "means": means, "nll": nll, "features": features}
+    out = {"kl": losses.kl_to_standard_normal(mu, log_var), "mu": mu, "means": means, "nll": nll}
+    out["features"] = features
     if model.mixture == "mdn":
         # The mixture NLL; the heads' shares are their responsibilities.
         log_pi = mixture.log_weights(model.mixer(z, training=training))
